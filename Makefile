@@ -1,0 +1,32 @@
+# `make run` serves with ./config.toml; `make test` runs every check CI runs.
+# Both install missing build prerequisites first (libjpeg-turbo's build needs cmake and nasm).
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BUILD_TOOLS := cmake nasm
+TEST_TOOLS := nginx
+
+define apt_install_missing
+	@missing=""; for t in $(1); do command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+.PHONY: deps test-deps run test bench
+deps:
+	$(call apt_install_missing,$(BUILD_TOOLS))
+
+test-deps: deps
+	$(call apt_install_missing,$(TEST_TOOLS))
+
+run: deps
+	cargo run --release -- serve --config config.toml
+
+test: test-deps
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --all-targets
+
+bench: deps
+	cargo bench --bench rewrite --bench pipeline

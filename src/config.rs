@@ -1,0 +1,687 @@
+//! Typed configuration: built-in defaults < file < `IMGRELAY_SECTION__KEY` environment < CLI flags.
+//!
+//! Unknown keys and bad values are errors that name the key, so a typo in an operator's file never
+//! silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hosts::HostPattern;
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "IMGRELAY_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub signing: SigningConfig,
+    pub rewrite: RewriteConfig,
+    pub upstream: UpstreamConfig,
+    pub image: ImageConfig,
+    pub cache: CacheConfig,
+    pub http: HttpConfig,
+    pub origin: OriginConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_prefix: String,
+    pub public_base_url: String,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_prefix: "/img".into(),
+            public_base_url: String::new(),
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Path under which the server answers image requests (the path part of `public_prefix`).
+    pub fn route_prefix(&self) -> &str {
+        match self.public_prefix.find("://") {
+            Some(i) => {
+                let rest = &self.public_prefix[i + 3..];
+                rest.find('/').map_or("", |p| &rest[p..])
+            }
+            None => &self.public_prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    pub key_file: PathBuf,
+    pub verify_key_files: Vec<PathBuf>,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self {
+            key_file: PathBuf::from("imgrelay.key"),
+            verify_key_files: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WrapperConfig {
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteConfig {
+    pub wrappers: Vec<WrapperConfig>,
+    pub direct_hosts: Vec<String>,
+    pub max_width: u32,
+    pub srcset_widths: Vec<u32>,
+    pub dimensions: bool,
+    pub lazy: bool,
+    /// `fetchpriority="high"` on the first image of a document.
+    pub fetchpriority: bool,
+    pub canonical_attr: bool,
+    pub front_matter_keys: Vec<String>,
+    pub max_memory_kb: usize,
+}
+
+impl Default for RewriteConfig {
+    fn default() -> Self {
+        let wrapper = |prefix: &str, param: Option<&str>| WrapperConfig {
+            prefix: prefix.into(),
+            param: param.map(Into::into),
+        };
+        Self {
+            wrappers: vec![
+                wrapper("https://cors.zfour.workers.dev/?", None),
+                wrapper("https://api.allorigins.win/raw", Some("url")),
+                wrapper("https://corsproxy.io/?", None),
+                wrapper("https://cors-anywhere.herokuapp.com/", None),
+            ],
+            direct_hosts: Vec::new(),
+            max_width: 1280,
+            srcset_widths: vec![320, 640, 960, 1280],
+            dimensions: true,
+            lazy: true,
+            fetchpriority: false,
+            canonical_attr: true,
+            front_matter_keys: ["headimg", "thumbnail", "cover", "photos"]
+                .map(String::from)
+                .to_vec(),
+            max_memory_kb: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub allowed_hosts: Vec<String>,
+    pub allow_private: bool,
+    pub resolve: BTreeMap<String, String>,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub max_bytes: u64,
+    pub max_redirects: u32,
+    pub user_agent: String,
+    /// Hosts that refuse hot-linking without a Referer: "host" = "referer value".
+    pub referer: BTreeMap<String, String>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            allow_private: false,
+            resolve: BTreeMap::new(),
+            connect_timeout_ms: 3000,
+            timeout_ms: 10000,
+            max_bytes: 20 * 1024 * 1024,
+            max_redirects: 5,
+            user_agent: "imgrelay".into(),
+            referer: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    pub max_src_pixels: u64,
+    pub max_output_pixels: u64,
+    pub formats: Vec<String>,
+    pub quality: u8,
+    pub max_concurrency: usize,
+    pub queue: usize,
+    pub allow_svg: bool,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        Self {
+            max_src_pixels: 50_000_000,
+            max_output_pixels: 16_000_000,
+            formats: ["webp", "jpeg", "png"].map(String::from).to_vec(),
+            quality: 80,
+            max_concurrency: 0,
+            queue: 128,
+            allow_svg: false,
+        }
+    }
+}
+
+impl ImageConfig {
+    /// Number of transforms run at once: `max_concurrency`, or the number of cores when 0.
+    pub fn workers(&self) -> usize {
+        if self.max_concurrency > 0 {
+            self.max_concurrency
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub memory_mb: u64,
+    pub source_memory_mb: u64,
+    pub max_entry_bytes: u64,
+    pub negative_ttl_s: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_mb: 256,
+            source_memory_mb: 64,
+            max_entry_bytes: 8 * 1024 * 1024,
+            negative_ttl_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub cache_control: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            cache_control: "public, max-age=31536000, immutable".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the origin's response headers, and then between two body chunks.
+    pub timeout_ms: u64,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            connect_timeout_ms: 3000,
+            timeout_ms: 30000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "text" or "json".
+    pub format: String,
+    /// A `tracing` filter such as "info" or "imgrelay=debug"; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Flags given on the command line; they override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+}
+
+impl Config {
+    /// Loads the effective config: defaults, then `path` (when it exists or was named explicitly),
+    /// then the process environment, then `overrides`.
+    pub fn load(
+        path: &Path,
+        path_is_explicit: bool,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_is_explicit => None,
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::from_parts(
+            text.as_deref().map(|t| (path, t)),
+            std::env::vars(),
+            overrides,
+        )
+    }
+
+    /// Builds a config from file text, environment pairs and flags; the testable core of [`load`].
+    ///
+    /// [`load`]: Config::load
+    pub fn from_parts(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some((path, text)) => {
+                let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                // Deserialize the file alone first so its errors point at its lines.
+                Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                    ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    }
+                })?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+            key: "(defaults)".into(),
+            message: e.to_string(),
+        })?;
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            apply_env(&mut table, &defaults, &var, &value)?;
+        }
+        let mut config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Env {
+                var: format!("{ENV_PREFIX}*"),
+                message: e.to_string(),
+            }
+        })?;
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that types alone cannot, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("server.listen", format!("not an address:port: {e}")))?;
+        let prefix = &self.server.public_prefix;
+        if prefix.contains("://") {
+            let url = url::Url::parse(prefix)
+                .map_err(|e| invalid("server.public_prefix", format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("server.public_prefix", "must be http(s) or a path"));
+            }
+        } else if !prefix.starts_with('/') {
+            return Err(invalid(
+                "server.public_prefix",
+                "must be a path starting with '/' or an absolute URL",
+            ));
+        }
+        let route = self.server.route_prefix();
+        if route.ends_with('/') || route.is_empty() || route.starts_with("/_imgrelay") {
+            return Err(invalid(
+                "server.public_prefix",
+                "path must be non-empty, must not end with '/' and must not be under /_imgrelay",
+            ));
+        }
+        if !self.server.public_base_url.is_empty() {
+            let url = url::Url::parse(&self.server.public_base_url)
+                .map_err(|e| invalid("server.public_base_url", format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("server.public_base_url", "must be an http(s) URL"));
+            }
+        }
+        if self.signing.key_file.as_os_str().is_empty() {
+            return Err(invalid("signing.key_file", "must not be empty"));
+        }
+        for (i, w) in self.rewrite.wrappers.iter().enumerate() {
+            let key = format!("rewrite.wrappers[{i}].prefix");
+            let url = url::Url::parse(&w.prefix)
+                .map_err(|e| invalid(&key, format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(invalid(&key, "must be an http(s) URL with a host"));
+            }
+            if w.param.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(&format!("rewrite.wrappers[{i}].param"), "empty"));
+            }
+        }
+        for (i, h) in self.rewrite.direct_hosts.iter().enumerate() {
+            HostPattern::parse(h)
+                .map_err(|m| invalid(&format!("rewrite.direct_hosts[{i}]"), m))?;
+        }
+        if self.rewrite.max_width == 0 {
+            return Err(invalid("rewrite.max_width", "must be at least 1"));
+        }
+        if self.rewrite.srcset_widths.contains(&0)
+            || !self.rewrite.srcset_widths.windows(2).all(|w| w[0] < w[1])
+        {
+            return Err(invalid(
+                "rewrite.srcset_widths",
+                "must be positive and strictly increasing",
+            ));
+        }
+        if self.rewrite.max_memory_kb < 16 {
+            return Err(invalid("rewrite.max_memory_kb", "must be at least 16"));
+        }
+        for (i, h) in self.upstream.allowed_hosts.iter().enumerate() {
+            HostPattern::parse(h)
+                .map_err(|m| invalid(&format!("upstream.allowed_hosts[{i}]"), m))?;
+        }
+        self.resolve_pins()?;
+        for (key, value) in [
+            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            ("upstream.timeout_ms", self.upstream.timeout_ms),
+            ("upstream.max_bytes", self.upstream.max_bytes),
+            ("image.max_src_pixels", self.image.max_src_pixels),
+            ("image.max_output_pixels", self.image.max_output_pixels),
+            ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
+            ("origin.timeout_ms", self.origin.timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.upstream.user_agent.is_empty()
+            || http::HeaderValue::from_str(&self.upstream.user_agent).is_err()
+        {
+            return Err(invalid("upstream.user_agent", "must be a valid header value"));
+        }
+        for (host, value) in &self.upstream.referer {
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(invalid(
+                    &format!("upstream.referer.{host}"),
+                    "must be a valid header value",
+                ));
+            }
+        }
+        if self.image.formats.is_empty() {
+            return Err(invalid("image.formats", "must name at least one format"));
+        }
+        for f in &self.image.formats {
+            if !matches!(f.as_str(), "webp" | "jpeg" | "png" | "avif") {
+                return Err(invalid(
+                    "image.formats",
+                    format!("unknown format {f:?} (known: webp, jpeg, png, avif)"),
+                ));
+            }
+        }
+        if !(1..=100).contains(&self.image.quality) {
+            return Err(invalid("image.quality", "must be 1..=100"));
+        }
+        if self.image.queue == 0 {
+            return Err(invalid("image.queue", "must be at least 1"));
+        }
+        if self.cache.max_entry_bytes == 0 {
+            return Err(invalid("cache.max_entry_bytes", "must be greater than 0"));
+        }
+        if http::HeaderValue::from_str(&self.http.cache_control).is_err() {
+            return Err(invalid("http.cache_control", "must be a valid header value"));
+        }
+        if !self.origin.url.is_empty() {
+            let url = url::Url::parse(&self.origin.url)
+                .map_err(|e| invalid("origin.url", format!("not a URL: {e}")))?;
+            if url.scheme() != "http" || url.host_str().is_none() {
+                return Err(invalid("origin.url", "must be an http:// URL with a host"));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    /// `upstream.resolve` parsed: lower-cased "host:port" → pinned address.
+    pub fn resolve_pins(&self) -> Result<BTreeMap<String, SocketAddr>, ConfigError> {
+        self.upstream
+            .resolve
+            .iter()
+            .map(|(from, to)| {
+                let key = format!("upstream.resolve.\"{from}\"");
+                let (host, port) = from
+                    .rsplit_once(':')
+                    .ok_or_else(|| invalid(&key, "key must be host:port"))?;
+                if host.is_empty() || port.parse::<u16>().is_err() {
+                    return Err(invalid(&key, "key must be host:port"));
+                }
+                let addr = to
+                    .parse::<SocketAddr>()
+                    .map_err(|e| invalid(&key, format!("value must be ip:port: {e}")))?;
+                Ok((from.to_ascii_lowercase(), addr))
+            })
+            .collect()
+    }
+
+    /// The effective config as TOML with secrets masked (URL credentials).
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        masked.origin.url = mask_url_credentials(&masked.origin.url);
+        for w in &mut masked.rewrite.wrappers {
+            w.prefix = mask_url_credentials(&w.prefix);
+        }
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+fn mask_url_credentials(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("***");
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Applies one `IMGRELAY_SECTION__KEY=value` to the table, typed after the default's type.
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Value,
+    var: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let env_err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let rest = &var[ENV_PREFIX.len()..];
+    let (section, key) = rest
+        .split_once("__")
+        .ok_or_else(|| env_err("expected IMGRELAY_SECTION__KEY".into()))?;
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let default = defaults
+        .get(&section)
+        .and_then(|s| s.get(&key))
+        .ok_or_else(|| env_err(format!("unknown config key {section}.{key}")))?;
+    let parsed = match default {
+        toml::Value::String(_) => toml::Value::String(value.to_string()),
+        _ => {
+            let doc: toml::Table = toml::from_str(&format!("v = {value}"))
+                .map_err(|e| env_err(format!("not a TOML value for {section}.{key}: {e}")))?;
+            doc.get("v")
+                .cloned()
+                .ok_or_else(|| env_err("empty value".into()))?
+        }
+    };
+    if std::mem::discriminant(&parsed) != std::mem::discriminant(default) {
+        return Err(env_err(format!(
+            "{section}.{key} expects a {}, got {}",
+            default.type_str(),
+            parsed.type_str()
+        )));
+    }
+    let section_table = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match section_table {
+        toml::Value::Table(t) => {
+            t.insert(key, parsed);
+            Ok(())
+        }
+        _ => Err(env_err(format!("[{section}] is not a table in the file"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_parts(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.route_prefix(), "/img");
+    }
+
+    #[test]
+    fn precedence_file_env_flags() {
+        let file = "[cache]\nmemory_mb = 100\n[server]\nlisten = \"127.0.0.1:1\"\n";
+        let c = Config::from_parts(
+            Some((Path::new("c.toml"), file)),
+            env(&[("IMGRELAY_CACHE__MEMORY_MB", "512")]),
+            &Overrides {
+                listen: Some("127.0.0.1:2".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.cache.memory_mb, 512);
+        assert_eq!(c.server.listen, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_parts(
+            Some((Path::new("c.toml"), "[cache]\nmemroy_mb = 1\n")),
+            env(&[]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("memroy_mb"), "{err}");
+        let err = Config::from_parts(
+            None,
+            env(&[("IMGRELAY_CACHE__NOPE", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cache.nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_parts(
+            None,
+            env(&[("IMGRELAY_IMAGE__QUALITY", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("image.quality"), "{err}");
+        let err = Config::from_parts(
+            None,
+            env(&[("IMGRELAY_CACHE__MEMORY_MB", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("IMGRELAY_CACHE__MEMORY_MB"), "{err}");
+    }
+
+    #[test]
+    fn absolute_prefix_routes_by_path() {
+        let mut c = Config::default();
+        c.server.public_prefix = "https://img.example.com/p/img".into();
+        assert_eq!(c.server.route_prefix(), "/p/img");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn masks_credentials() {
+        let mut c = Config::default();
+        c.origin.url = "http://user:secret@127.0.0.1:9/".into();
+        let out = c.to_masked_toml();
+        assert!(!out.contains("secret"));
+    }
+}

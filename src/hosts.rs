@@ -1,0 +1,88 @@
+//! Host name patterns used by `rewrite.direct_hosts` and `upstream.allowed_hosts`.
+
+/// An exact host (`static.1sapp.com`) or a subdomain glob (`*.1sapp.com`, which matches
+/// `a.1sapp.com` and `a.b.1sapp.com` but not `1sapp.com` itself). Compared case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Suffix(String),
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+        let p = pattern.trim().to_ascii_lowercase();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        };
+        if let Some(rest) = p.strip_prefix("*.") {
+            if valid(rest) {
+                return Ok(HostPattern::Suffix(format!(".{rest}")));
+            }
+        } else if valid(&p) {
+            return Ok(HostPattern::Exact(p));
+        }
+        Err(format!(
+            "{pattern:?} is not a host name or a \"*.domain\" glob"
+        ))
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match self {
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host.is_char_boundary(host.len() - suffix.len())
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+/// A list of patterns; parse errors were reported by config validation.
+#[derive(Debug, Clone, Default)]
+pub struct HostSet(Vec<HostPattern>);
+
+impl HostSet {
+    pub fn new(patterns: &[String]) -> HostSet {
+        HostSet(
+            patterns
+                .iter()
+                .filter_map(|p| HostPattern::parse(p).ok())
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        self.0.iter().any(|p| p.matches(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_subdomains_only() {
+        let p = HostPattern::parse("*.1sapp.com").unwrap();
+        assert!(p.matches("static.1sapp.com"));
+        assert!(p.matches("A.B.1SAPP.com"));
+        assert!(!p.matches("1sapp.com"));
+        assert!(!p.matches("evil1sapp.com"));
+        let e = HostPattern::parse("Static.1sapp.com").unwrap();
+        assert!(e.matches("static.1sapp.com."));
+        assert!(!e.matches("static.1sapp.com.evil.example"));
+        assert!(HostPattern::parse("a b").is_err());
+        assert!(HostPattern::parse("*").is_err());
+    }
+}

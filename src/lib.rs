@@ -1,0 +1,7 @@
+//! imgrelay: an image proxy and streaming HTML rewriter for articles whose images are hot-linked
+//! through public CORS proxies.
+
+pub mod config;
+pub mod hosts;
+pub mod signing;
+pub mod urls;

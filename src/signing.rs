@@ -1,0 +1,239 @@
+//! Signing keys: key files, the key ring (first key signs, all verify) and HMAC signatures.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::SigningConfig;
+
+/// Bytes of the HMAC-SHA256 output kept in a URL.
+pub const SIGNATURE_BYTES: usize = 16;
+const MIN_KEY_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path} does not exist; `imgrelay serve` creates it, or write at least 64 hex digits into it")]
+    Missing { path: PathBuf },
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file {path}: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("cannot create key file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One HMAC key.
+#[derive(Clone)]
+pub struct Key(Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({})", self.id())
+    }
+}
+
+impl Key {
+    /// Parses the hex text of a key file (surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Result<Key, String> {
+        let hex_text = text.trim();
+        let bytes = hex::decode(hex_text).map_err(|e| format!("not hex: {e}"))?;
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "key has {} hex digits, at least {} needed",
+                hex_text.len(),
+                MIN_KEY_BYTES * 2
+            ));
+        }
+        Ok(Key(bytes))
+    }
+
+    pub fn generate() -> Result<Key, std::io::Error> {
+        let mut bytes = vec![0u8; MIN_KEY_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Key(bytes))
+    }
+
+    /// Short public fingerprint, for logs and `check-config`; reveals nothing of the key.
+    pub fn id(&self) -> String {
+        let digest = Sha256::digest(&self.0);
+        hex::encode(&digest[..4])
+    }
+
+    fn mac(&self, message: &[u8]) -> [u8; SIGNATURE_BYTES] {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        mac.update(message);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; SIGNATURE_BYTES];
+        out.copy_from_slice(&full[..SIGNATURE_BYTES]);
+        out
+    }
+
+    /// base64url signature of `message`.
+    pub fn sign(&self, message: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(message.as_bytes()))
+    }
+
+    fn load(path: &Path) -> Result<Key, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                KeyError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                KeyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Key::from_hex(&text).map_err(|message| KeyError::Malformed {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+}
+
+/// The signing key plus older verify-only keys.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+}
+
+impl KeyRing {
+    pub fn new(signing: Key, verify_only: Vec<Key>) -> KeyRing {
+        let mut keys = vec![signing];
+        keys.extend(verify_only);
+        KeyRing { keys }
+    }
+
+    /// Loads the key files named by the config; the signing key must exist.
+    pub fn load(cfg: &SigningConfig) -> Result<KeyRing, KeyError> {
+        let signing = Key::load(&cfg.key_file)?;
+        let verify = cfg
+            .verify_key_files
+            .iter()
+            .map(|p| Key::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyRing::new(signing, verify))
+    }
+
+    /// Like [`KeyRing::load`], but first creates a missing signing key file with a fresh random
+    /// key (mode 0600). Returns whether it was created.
+    pub fn load_or_create(cfg: &SigningConfig) -> Result<(KeyRing, bool), KeyError> {
+        let created = create_key_file(&cfg.key_file)?;
+        Ok((KeyRing::load(cfg)?, created))
+    }
+
+    pub fn signing_key(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    pub fn sign(&self, message: &str) -> String {
+        self.signing_key().sign(message)
+    }
+
+    /// Constant-time check of a base64url signature against every key of the ring.
+    pub fn verify(&self, message: &str, signature: &str) -> bool {
+        let Ok(given) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        if given.len() != SIGNATURE_BYTES {
+            return false;
+        }
+        // Every key is tried whatever the outcome, so timing does not reveal which key matched.
+        let mut ok = subtle::Choice::from(0);
+        for key in &self.keys {
+            ok |= key.mac(message.as_bytes()).ct_eq(&given[..]);
+        }
+        ok.into()
+    }
+}
+
+/// Creates `path` with a random key when it does not exist; true when created.
+fn create_key_file(path: &Path) -> Result<bool, KeyError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let create_err = |source| KeyError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    match options.open(path) {
+        Ok(mut file) => {
+            let key = Key::generate().map_err(create_err)?;
+            writeln!(file, "{}", hex::encode(&key.0)).map_err(create_err)?;
+            file.sync_all().map_err(create_err)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(create_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Key {
+        Key(vec![byte; 32])
+    }
+
+    #[test]
+    fn ring_verifies_with_any_key_and_signs_with_first() {
+        let old = KeyRing::new(key(1), vec![]);
+        let ring = KeyRing::new(key(2), vec![key(1)]);
+        let sig_old = old.sign("0x0/abc");
+        assert!(ring.verify("0x0/abc", &sig_old));
+        assert!(ring.verify("0x0/abc", &ring.sign("0x0/abc")));
+        assert!(!ring.verify("0x0/abd", &sig_old));
+        assert!(!ring.verify("0x0/abc", "short"));
+        assert_ne!(ring.sign("m"), old.sign("m"));
+    }
+
+    #[test]
+    fn key_text_rules() {
+        assert!(Key::from_hex(&format!("  {}\n", "ab".repeat(32))).is_ok());
+        assert!(Key::from_hex(&"ab".repeat(31)).is_err());
+        assert!(Key::from_hex(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn creates_key_file_once_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SigningConfig {
+            key_file: dir.path().join("k"),
+            verify_key_files: vec![],
+        };
+        assert!(matches!(KeyRing::load(&cfg), Err(KeyError::Missing { .. })));
+        let (ring, created) = KeyRing::load_or_create(&cfg).unwrap();
+        assert!(created);
+        let (again, created) = KeyRing::load_or_create(&cfg).unwrap();
+        assert!(!created);
+        assert_eq!(ring.sign("x"), again.sign("x"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&cfg.key_file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
