@@ -678,6 +678,28 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_toml_lists_the_defaults() {
+        let text = include_str!("../config.toml");
+        let c = Config::from_parts(
+            Some((Path::new("config.toml"), text)),
+            env(&[]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c, Config::default());
+        let file: toml::Table = toml::from_str(text).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (section, keys) in defaults.as_table().unwrap() {
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    file.get(section).and_then(|s| s.get(key)).is_some(),
+                    "config.toml lacks {section}.{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn masks_credentials() {
         let mut c = Config::default();
         c.origin.url = "http://user:secret@127.0.0.1:9/".into();
