@@ -18,15 +18,15 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HELPER=(python3 "$ROOT/benches/load/helper.py")
+LOG_TAG=load
+# shellcheck source=benches/load/common.sh
+source "$ROOT/benches/load/common.sh"
 ROUNDS=${LOAD_ROUNDS:-3}
 HIT_SECONDS=${LOAD_HIT_SECONDS:-8}
 MISS_SECONDS=${LOAD_MISS_SECONDS:-6}
 HIT_CONNECTIONS=64
 MISS_CONNECTIONS=${LOAD_MISS_CONNECTIONS:-8}
 ONLY=${LOAD_ONLY:-}
-ORIGIN_HOST=img.origin.example
-IMAGES="$ROOT/tests/data/images"
 COMMAND="$0${*:+ $*}"
 for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY; do
     [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
@@ -34,153 +34,14 @@ done
 
 run_imgrelay() { [[ "$ONLY" != nginx ]]; }
 run_nginx() { [[ "$ONLY" != imgrelay ]]; }
-log() { printf '[load] %s\n' "$*" >&2; }
 
-# --- tools -----------------------------------------------------------------------------------------
-find_image_filter() {
-    if nginx -V 2>&1 | grep -q -- '--with-http_image_filter_module\( \|$\)'; then
-        echo static
-        return
-    fi
-    local d
-    for d in /usr/lib/nginx/modules /usr/share/nginx/modules /usr/lib64/nginx/modules /etc/nginx/modules; do
-        if [[ -f "$d/ngx_http_image_filter_module.so" ]]; then
-            echo "$d/ngx_http_image_filter_module.so"
-            return
-        fi
-    done
-}
-
-install_missing() {
-    local pkgs=()
-    command -v python3 >/dev/null || pkgs+=(python3)
-    command -v wrk >/dev/null || pkgs+=(wrk)
-    command -v nginx >/dev/null || pkgs+=(nginx)
-    if ! command -v nginx >/dev/null || [[ -z "$(find_image_filter)" ]]; then
-        pkgs+=(libnginx-mod-http-image-filter)
-    fi
-    local img
-    for img in photo-640x422 photo-1280x960 photo-4000x3000; do
-        if [[ ! -s "$IMAGES/$img.jpg" ]] && ! command -v convert >/dev/null; then
-            pkgs+=(imagemagick)
-            break
-        fi
-    done
-    ((${#pkgs[@]})) || return 0
-    local sudo=()
-    [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)
-    log "installing: ${pkgs[*]}"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
-}
-
-ensure_images() {
-    mkdir -p "$IMAGES"
-    local spec name size
-    for spec in photo-640x422:640x422 photo-1280x960:1280x960 photo-4000x3000:4000x3000; do
-        name=${spec%%:*}
-        size=${spec#*:}
-        if [[ ! -s "$IMAGES/$name.jpg" ]]; then
-            log "generating $IMAGES/$name.jpg"
-            convert -size "$size" -seed 5 plasma:fractal -blur 0x1 -quality 90 "$IMAGES/$name.jpg"
-        fi
-    done
-}
-
-install_missing
-ensure_images
-IMAGE_FILTER=$(find_image_filter)
+bench_setup
 [[ -n "$IMAGE_FILTER" ]] || { log "nginx image_filter module not found"; exit 1; }
-
-BIN="$ROOT/target/release/imgrelay"
-if run_imgrelay; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet --bin imgrelay)
-fi
-
-# --- processes -------------------------------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgrelay-load.XXXXXX")
-STARTED=()
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [[ "${LOAD_KEEP:-}" == 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-read -r ORIGIN_PORT RESIZE_PORT NGINX_PORT IMGRELAY_PORT < <("${HELPER[@]}" ports 4)
+run_imgrelay && build_imgrelay
+start_origin
+read -r RESIZE_PORT NGINX_PORT < <("${HELPER[@]}" ports 2)
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-
-NGINX_USER=""
-[[ "$(id -u)" -eq 0 ]] && NGINX_USER="user root root;"
-LOAD_MODULE=""
-[[ "$IMAGE_FILTER" == static ]] || LOAD_MODULE="load_module $IMAGE_FILTER;"
-
-# Common head of both nginx configs: everything under the temp dir, no access log.
-nginx_head() {
-    local dir=$1 workers=$2
-    cat <<EOF
-$NGINX_USER
-$LOAD_MODULE
-worker_processes $workers;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    types { image/jpeg jpg jpeg; image/png png; }
-    default_type application/octet-stream;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-EOF
-}
-
-# Starts nginx in the foreground mode as a child of this script; its master pid ends up in STARTED_PID.
-start_nginx() {
-    local dir=$1
-    mkdir -p "$dir/tmp"
-    nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >&2
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 </dev/null &
-    STARTED_PID=$!
-    STARTED+=("$STARTED_PID")
-}
-
-# The origin: static files, one worker; its CPU is not counted for either server.
-mkdir -p "$WORK/origin"
-{
-    nginx_head "$WORK/origin" 1
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$ORIGIN_PORT;
-        root $IMAGES;
-    }
-}
-EOF
-} >"$WORK/origin/nginx.conf"
-start_nginx "$WORK/origin"
-"${HELPER[@]}" wait "$ORIGIN_PORT" || { log "origin did not start"; exit 1; }
 
 # nginx: the usual recipe. A resizing server block (image_filter, size from the URL) behind a caching
 # one (proxy_cache on disk); as many workers as cores, like imgrelay's transform pool.
@@ -235,45 +96,14 @@ EOF
     log "nginx master $NGINX_PID, workers ${NGINX_WORKERS[*]}, cache manager ${NGINX_MANAGER[*]:-none}"
 fi
 
-if run_imgrelay; then
-    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/imgrelay.key"
-    chmod 600 "$WORK/imgrelay.key"
-    cat >"$WORK/imgrelay.toml" <<EOF
-[server]
-listen = "127.0.0.1:$IMGRELAY_PORT"
-public_prefix = "/img"
-
-[signing]
-key_file = "$WORK/imgrelay.key"
-
-[upstream]
-resolve = { "$ORIGIN_HOST:80" = "127.0.0.1:$ORIGIN_PORT" }
-
-[image]
-quality = 80
-
-[cache]
-memory_mb = 256
-source_memory_mb = 64
-
-[log]
-level = "warn"
-EOF
-    "$BIN" serve --config "$WORK/imgrelay.toml" >"$WORK/imgrelay.log" 2>&1 </dev/null &
-    IMGRELAY_PID=$!
-    STARTED+=("$IMGRELAY_PID")
-    "${HELPER[@]}" wait "$IMGRELAY_PORT" || { log "imgrelay did not start"; cat "$WORK/imgrelay.log" >&2; exit 1; }
-    SIGN="$BIN sign --config $WORK/imgrelay.toml"
-fi
+run_imgrelay && start_imgrelay imgrelay
 
 # --- URLs ------------------------------------------------------------------------------------------
 HIT_SRC=photo-640x422.jpg
 MISS_SOURCES=(photo-1280x960.jpg photo-4000x3000.jpg)
 NGINX_HIT="/img/320x211/$HIT_SRC"
 if run_imgrelay; then
-    IMGRELAY_HIT=$(echo "http://$ORIGIN_HOST/$HIT_SRC" | $SIGN --size 320x211)
-    # `sign` prints a path, or an absolute URL when public_prefix is one: keep the path.
-    [[ "$IMGRELAY_HIT" == *://* ]] && IMGRELAY_HIT=/${IMGRELAY_HIT#*://*/}
+    IMGRELAY_HIT=$(sign_path 320x211 "http://$ORIGIN_HOST/$HIT_SRC")
 fi
 # 420 boxes x PER_BOX query strings per source: distinct URLs for every miss request of every round.
 PER_BOX=${LOAD_PER_BOX:-24}
@@ -350,11 +180,12 @@ report() {
     echo "## imgrelay vs nginx image_filter + proxy_cache"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "- machine: $(machine_line)"
     echo "- command: \`$COMMAND\`"
     local versions=()
-    run_imgrelay && versions+=("$("$BIN" --version)")
-    versions+=("$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')")
+    if run_imgrelay; then versions+=("$("$BIN" --version)"); fi
+    # `wrk -v` exits 1 after printing its version.
+    versions+=("$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$({ wrk -v 2>&1 || true; } | head -1 | awk '{print $1, $2}')")
     versions+=("commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
     echo "- versions: $(IFS=,; echo "${versions[*]}" | sed 's/,/, /g')"
     echo "- rounds: $ROUNDS per scenario, servers alternating (imgrelay, nginx, imgrelay, nginx, …); hit ${HIT_SECONDS}s per run, miss ${MISS_SECONDS}s per run"
