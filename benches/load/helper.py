@@ -13,7 +13,9 @@ Subcommands:
   children PPID [PATTERN]      child pids whose command line contains PATTERN
   variants ...                 URL lists for the miss scenario (signed with `imgrelay sign`)
   record FILE SCENARIO METRIC SERVER VALUE   append one result row
-  table RESULTS                markdown table of medians from the results TSV
+  table RESULTS [COLUMN...]    markdown table of medians from the results TSV
+  document --mb N --out FILE   an HTML document of about N MiB built from the posts
+  measure [--stdin F] -- CMD   run CMD; wall, CPU and peak RSS as JSON
 """
 
 import argparse
@@ -239,7 +241,7 @@ def run_miss(args):
         with open(args.offset_file) as f:
             start = int(f.read().strip() or 0)
     entries = entries[start:]
-    pids = [int(p) for p in args.pids.split(",")]
+    pids = [int(p) for p in args.pids.split(",") if p]
     lock = threading.Lock()
     state = {"next": 0, "ok": 0, "errors": 0, "not_miss": 0, "bad_size": 0, "bytes": 0}
     deadline_holder = {}
@@ -281,7 +283,7 @@ def run_miss(args):
                 state["bytes"] += len(body)
                 if cache_header(resp).upper() not in ("MISS", "EXPIRED"):
                     state["not_miss"] += 1
-                if not fits_box(jpeg_size(body), box_w, box_h):
+                if not args.no_size_check and not fits_box(jpeg_size(body), box_w, box_h):
                     state["bad_size"] += 1
         if conn is not None:
             conn.close()
@@ -378,8 +380,10 @@ def fmt(v):
     return f"{v:.2f}"
 
 
-def table(path):
-    """RESULTS rows: scenario<TAB>metric<TAB>server<TAB>value. Order of first appearance is kept."""
+def table(path, columns):
+    """RESULTS rows: scenario<TAB>metric<TAB>column<TAB>value, medians per (scenario, metric, column).
+
+    Rows keep the order of first appearance; with two columns, a ratio first/second is added."""
     rows = {}
     order = []
     with open(path) as f:
@@ -387,26 +391,95 @@ def table(path):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 4:
                 continue
-            scenario, metric, server, value = parts
+            scenario, metric, column, value = parts
             key = (scenario, metric)
             if key not in rows:
-                rows[key] = {"imgrelay": [], "nginx": []}
+                rows[key] = {}
                 order.append(key)
             try:
-                rows[key].setdefault(server, []).append(float(value))
+                rows[key].setdefault(column, []).append(float(value))
             except ValueError:
                 pass
-    print("| scenario | metric | imgrelay (median) | nginx (median) | imgrelay/nginx | runs |")
-    print("|---|---|---:|---:|---:|---:|")
+    ratio = len(columns) == 2
+    head = ["scenario", "metric"] + [f"{c} (median)" for c in columns]
+    if ratio:
+        head.append(f"{columns[0]}/{columns[1]}")
+    head.append("runs")
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|" + "---:|" * (len(head) - 2))
     for key in order:
-        a = rows[key]["imgrelay"]
-        b = rows[key]["nginx"]
-        ma = statistics.median(a) if a else None
-        mb = statistics.median(b) if b else None
-        ratio = ma / mb if ma is not None and mb else None
-        ratio_s = f"{ratio:.2f}x" if ratio is not None else "n/a"
-        print(f"| {key[0]} | {key[1]} | {fmt(ma)} | {fmt(mb)} | {ratio_s} | {len(a)}/{len(b)} |")
+        values = [rows[key].get(c, []) for c in columns]
+        medians = [statistics.median(v) if v else None for v in values]
+        cells = [key[0], key[1]] + [fmt(m) for m in medians]
+        if ratio:
+            a, b = medians
+            cells.append(f"{a / b:.2f}x" if a is not None and b else "n/a")
+        cells.append("/".join(str(len(v)) for v in values))
+        print("| " + " | ".join(cells) + " |")
     return 0
+
+
+def make_document(args):
+    """An HTML document of about `mb` MiB: the bodies of the Hexo posts (wrapped and plain images,
+    data-size hints, front matter left out) repeated, so the rewriter has real work all the way."""
+    bodies = []
+    for name in sorted(os.listdir(args.posts)):
+        with open(os.path.join(args.posts, name), "rb") as f:
+            text = f.read()
+        if text.startswith(b"---"):
+            end = text.find(b"\n---", 3)
+            if end >= 0:
+                text = text[text.find(b"\n", end + 4) + 1 :]
+        bodies.append(text)
+    chunk = b"\n".join(bodies)
+    target = int(args.mb * 1024 * 1024)
+    head = b'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>scaling</title></head><body>\n'
+    tail = b"</body></html>\n"
+    written = 0
+    images = 0
+    with open(args.out, "wb") as f:
+        f.write(head)
+        written += len(head)
+        while written + len(chunk) + len(tail) <= target or written == len(head):
+            f.write(chunk)
+            written += len(chunk)
+            images += chunk.count(b"<img")
+        f.write(tail)
+        written += len(tail)
+    print(json.dumps({"bytes": written, "img_tags": images}))
+    return 0
+
+
+def measure(cmd, stdin_path):
+    """Runs `cmd` (stdout discarded): wall seconds, CPU seconds (rusage) and peak RSS.
+
+    The peak is VmHWM polled every 2 ms while the command runs: the child's ru_maxrss would include
+    this Python process, whose pages the child shares until it execs."""
+    import subprocess
+
+    with open(stdin_path or os.devnull, "rb") as stdin, open(os.devnull, "wb") as devnull:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=stdin, stdout=devnull)
+        hwm = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                hwm = max(hwm, hwm_kb([proc.pid]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.002)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    out = {
+        "exit": proc.returncode,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": hwm / 1024,
+    }
+    print(json.dumps(out))
+    return 0 if out["exit"] == 0 else 1
 
 
 def main():
@@ -431,7 +504,8 @@ def main():
     s.add_argument("--start", type=int, default=0, help="first line to use")
     s.add_argument("--duration", type=float, required=True)
     s.add_argument("--concurrency", type=int, default=8)
-    s.add_argument("--pids", required=True, help="comma-separated server pids whose CPU is measured")
+    s.add_argument("--pids", default="", help="comma-separated server pids whose CPU is measured")
+    s.add_argument("--no-size-check", action="store_true", help="do not check JPEG dimensions")
     s.add_argument("--offset-file", help="first line to use, read before and updated after the run")
     for name in ("--record", "--scenario", "--server"):
         s.add_argument(name)
@@ -456,6 +530,14 @@ def main():
     s.add_argument("value", type=float)
     s = sub.add_parser("table")
     s.add_argument("file")
+    s.add_argument("columns", nargs="*", default=["imgrelay", "nginx"])
+    s = sub.add_parser("document", help="an HTML document of about MB MiB from the posts")
+    s.add_argument("--posts", required=True)
+    s.add_argument("--mb", type=float, required=True)
+    s.add_argument("--out", required=True)
+    s = sub.add_parser("measure", help="run a command, report wall, CPU and peak RSS")
+    s.add_argument("--stdin")
+    s.add_argument("command", nargs=argparse.REMAINDER)
     a = p.parse_args()
 
     if a.cmd == "ports":
@@ -484,7 +566,12 @@ def main():
         record(a.file, a.scenario, a.server, [(a.metric, a.value)])
         return 0
     if a.cmd == "table":
-        return table(a.file)
+        return table(a.file, a.columns)
+    if a.cmd == "document":
+        return make_document(a)
+    if a.cmd == "measure":
+        cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+        return measure(cmd, a.stdin)
     return 2
 
 
