@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod hosts;
+pub mod pipeline;
 pub mod signing;
 pub mod urls;
