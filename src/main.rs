@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use imgrelay::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "imgrelay", version, about = "Image proxy and streaming HTML rewriter")]
+#[command(
+    name = "imgrelay",
+    version,
+    about = "Image proxy and streaming HTML rewriter"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
