@@ -174,9 +174,12 @@ impl<K: Hash + Eq, V: Clone + Weigh> ByteLru<K, V> {
     }
 }
 
+/// Leader id and the channel its result is published on.
+type Flight<V> = (u64, watch::Receiver<Option<V>>);
+
 /// Runs one piece of work per key at a time; concurrent callers share its result.
 pub struct SingleFlight<K, V> {
-    inflight: Mutex<HashMap<K, (u64, watch::Receiver<Option<V>>)>>,
+    inflight: Mutex<HashMap<K, Flight<V>>>,
     next_id: AtomicU64,
 }
 
