@@ -5,5 +5,7 @@ pub mod cache;
 pub mod config;
 pub mod fetch;
 pub mod hosts;
+pub mod pipeline;
+pub mod server;
 pub mod signing;
 pub mod urls;
