@@ -146,6 +146,12 @@ async fn upstream_faults_map_to_statuses() {
         ("wrongtype/photo-640x480.jpg", 200),
         ("nolength/photo-640x480.jpg", 200),
         ("redirect/1/nolength/wrongtype/photo-640x422.jpg", 200),
+        // Redirects may not leave http(s) or carry credentials.
+        ("redirect-to/file%3A%2F%2F%2Fetc%2Fpasswd", 502),
+        (
+            "redirect-to/http%3A%2F%2Fu%3Ap%40static.1sapp.com%2Fphoto-640x480.jpg",
+            502,
+        ),
     ];
     for (path, status) in cases {
         let r = server.get(&server.path(&upstream(path), "64x64")).await;
@@ -349,12 +355,13 @@ async fn full_queue_answers_503_with_retry_after() {
         .await;
     assert_eq!(warm.status, StatusCode::OK);
     let mut tasks = Vec::new();
-    for w in 0..12 {
+    // Large PNG outputs keep the single worker busy long enough for the queue to fill.
+    for w in 0..24 {
         let (server, path) = (
             server.clone(),
             server.path(
                 &upstream("photo-4000x3000.jpg"),
-                &format!("{}x0", 1000 + w * 50),
+                &format!("{}x0,png", 2000 + w * 40),
             ),
         );
         tasks.push(tokio::spawn(async move { server.get(&path).await }));
