@@ -417,3 +417,28 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     decode(&body);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_http2_and_logs_json() {
+    let origin = Origin::start().await;
+    let server = Server::start(&origin, &[("LOG__FORMAT", "json")]);
+    let path = server.path(&upstream("photo-640x480.jpg"), "100x0");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{}{path}", server.addr).parse().unwrap();
+    let resp = client.get(uri).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-cache"], "MISS");
+
+    let logs = server.logs();
+    let request_line = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "request")
+        .unwrap_or_else(|| panic!("no JSON request line in {logs:?}"));
+    assert_eq!(request_line["fields"]["status"], 200);
+    assert_eq!(request_line["fields"]["cache"], "MISS");
+    assert_eq!(request_line["fields"]["method"], "GET");
+}

@@ -89,11 +89,8 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                {
-                    let _ = tx.send(addr.to_string());
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -191,4 +188,16 @@ impl Drop for Server {
 /// `http://static.1sapp.com/<path>` (pinned to the origin).
 pub fn upstream(path: &str) -> String {
     format!("http://static.1sapp.com/{}", path.trim_start_matches('/'))
+}
+
+/// The bound address from the startup log line, in the text or the JSON log format.
+fn listening_addr(line: &str) -> Option<String> {
+    if let Some(addr) = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+    {
+        return Some(addr.to_string());
+    }
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    json["fields"]["addr"].as_str().map(str::to_string)
 }
