@@ -191,10 +191,56 @@ async fn byte_cap_applies_to_declared_and_streamed_bodies() {
         let r = server.get(&server.path(&upstream(path), "64x64")).await;
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
     }
+    // Refused from Content-Length, without waiting for the slow body.
+    let started = Instant::now();
+    let r = server
+        .get(&server.path(&upstream("slow/10/photo-640x480.jpg"), "64x64"))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(started.elapsed() < Duration::from_secs(5));
     let r = server
         .get(&server.path(&upstream("orient-1.jpg"), "64x64"))
         .await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_requests_carry_no_client_headers() {
+    let origin = Origin::start().await;
+    let server = Server::start(
+        &origin,
+        &[(
+            "UPSTREAM__REFERER",
+            "{ \"img.example.com\" = \"https://blog.example/\" }",
+        )],
+    );
+    let client_headers = [
+        ("cookie", "session=secret"),
+        ("authorization", "Bearer secret"),
+        ("referer", "https://reader.example/"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("user-agent", "browser/1.0"),
+    ];
+    let r = server
+        .request(
+            Method::GET,
+            &server.path(&upstream("photo-640x480.jpg"), "64x64"),
+            &client_headers,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = origin.last_headers("/photo-640x480.jpg").unwrap();
+    assert_eq!(seen["user-agent"], "imgrelay");
+    for (name, _) in &client_headers[..4] {
+        assert!(!seen.contains_key(*name), "{name} was forwarded: {seen:?}");
+    }
+    let r = server
+        .get(&server.path("http://img.example.com/photo-640x422.jpg", "64x64"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = origin.last_headers("/photo-640x422.jpg").unwrap();
+    assert_eq!(seen["referer"], "https://blog.example/");
+    assert_eq!(seen["host"], "img.example.com");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

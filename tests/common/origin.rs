@@ -71,6 +71,7 @@ struct State {
     images: PathBuf,
     map: HashMap<String, String>,
     hits: Mutex<HashMap<String, u64>>,
+    headers: Mutex<HashMap<String, http::HeaderMap>>,
 }
 
 /// The running origin; it stops when the test's runtime ends.
@@ -97,6 +98,7 @@ impl Origin {
             images: data.join("images"),
             map,
             hits: Mutex::new(HashMap::new()),
+            headers: Mutex::new(HashMap::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -132,6 +134,11 @@ impl Origin {
             .unwrap_or(0)
     }
 
+    /// Request headers of the last request for this path.
+    pub fn last_headers(&self, path: &str) -> Option<http::HeaderMap> {
+        self.state.headers.lock().unwrap().get(path).cloned()
+    }
+
     /// Requests seen in total.
     pub fn total(&self) -> u64 {
         self.state.hits.lock().unwrap().values().sum()
@@ -164,6 +171,10 @@ fn redirect(location: &str) -> Response<OriginBody> {
 async fn handle(st: &State, req: Request<Incoming>) -> Response<OriginBody> {
     let raw = req.uri().path().to_string();
     *st.hits.lock().unwrap().entry(raw.clone()).or_default() += 1;
+    st.headers
+        .lock()
+        .unwrap()
+        .insert(raw.clone(), req.headers().clone());
     let query = req
         .uri()
         .query()
