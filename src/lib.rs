@@ -1,7 +1,11 @@
 //! imgrelay: an image proxy and streaming HTML rewriter for articles whose images are hot-linked
 //! through public CORS proxies.
 
+pub mod cache;
 pub mod config;
+pub mod fetch;
 pub mod hosts;
+pub mod pipeline;
+pub mod server;
 pub mod signing;
 pub mod urls;

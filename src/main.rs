@@ -6,8 +6,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use imgrelay::config::{Config, Overrides};
 
+mod serve;
+
 #[derive(Parser)]
-#[command(name = "imgrelay", version, about = "Image proxy and streaming HTML rewriter")]
+#[command(
+    name = "imgrelay",
+    version,
+    about = "Image proxy and streaming HTML rewriter"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +42,14 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run the image proxy.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Address to listen on (overrides server.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,5 +75,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Serve { config, listen } => {
+            let cfg = match config.load(&Overrides { listen }) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("imgrelay: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            serve::run(cfg)
+        }
     }
 }

@@ -1,0 +1,309 @@
+//! Hardened upstream client: one guarded connector, manual redirects, byte cap, timeouts.
+
+mod connector;
+pub mod guard;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use crate::config::{Config, ConfigError};
+use crate::hosts::HostSet;
+
+pub use connector::{ConnectError, GuardedConnector};
+
+type HttpsConnector = hyper_rustls::HttpsConnector<GuardedConnector>;
+
+/// Why an upstream fetch failed; each kind knows the status the client gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("upstream URL {0}")]
+    BadUrl(String),
+    #[error("upstream host {0} is not allowed")]
+    HostNotAllowed(String),
+    #[error("upstream address {0} is not public")]
+    Forbidden(String),
+    #[error("upstream answered 404")]
+    NotFound,
+    #[error("upstream answered {0}")]
+    Status(u16),
+    #[error("more than {0} redirects")]
+    TooManyRedirects(u32),
+    #[error("upstream body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream connection failed: {0}")]
+    Connect(String),
+    #[error("upstream body incomplete: {0}")]
+    Body(String),
+}
+
+impl FetchError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FetchError::HostNotAllowed(_) | FetchError::Forbidden(_) => StatusCode::FORBIDDEN,
+            FetchError::NotFound => StatusCode::NOT_FOUND,
+            FetchError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            FetchError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::BadUrl(_)
+            | FetchError::Status(_)
+            | FetchError::TooManyRedirects(_)
+            | FetchError::Connect(_)
+            | FetchError::Body(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::BadUrl(_) => "bad_url",
+            FetchError::HostNotAllowed(_) => "host_not_allowed",
+            FetchError::Forbidden(_) => "forbidden_address",
+            FetchError::NotFound => "not_found",
+            FetchError::Status(_) => "status",
+            FetchError::TooManyRedirects(_) => "redirects",
+            FetchError::TooLarge(_) => "too_large",
+            FetchError::Timeout => "timeout",
+            FetchError::Connect(_) => "connect",
+            FetchError::Body(_) => "body",
+        }
+    }
+}
+
+/// The subset of `[upstream]` a fetcher needs.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub allowed_hosts: HostSet,
+    pub max_bytes: u64,
+    pub max_redirects: u32,
+    pub timeout: Duration,
+    pub user_agent: HeaderValue,
+    /// Host → Referer value, for upstreams that refuse hot-linking.
+    pub referer: Vec<(String, HeaderValue)>,
+}
+
+/// Fetches upstream images. Cheap to clone; connections are pooled.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: Client<HttpsConnector, Empty<Bytes>>,
+    settings: std::sync::Arc<FetchSettings>,
+}
+
+impl Fetcher {
+    pub fn from_config(config: &Config) -> Result<Fetcher, ConfigError> {
+        let up = &config.upstream;
+        let connector = GuardedConnector::new(
+            config.resolve_pins()?,
+            up.allow_private,
+            Duration::from_millis(up.connect_timeout_ms),
+        );
+        let header = |key: &str, v: &str| {
+            HeaderValue::from_str(v).map_err(|e| ConfigError::Invalid {
+                key: key.to_string(),
+                message: e.to_string(),
+            })
+        };
+        let referer = up
+            .referer
+            .iter()
+            .map(|(host, v)| Ok((host.to_ascii_lowercase(), header("upstream.referer", v)?)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let settings = FetchSettings {
+            allowed_hosts: HostSet::new(&up.allowed_hosts),
+            max_bytes: up.max_bytes,
+            max_redirects: up.max_redirects,
+            timeout: Duration::from_millis(up.timeout_ms),
+            user_agent: header("upstream.user_agent", &up.user_agent)?,
+            referer,
+        };
+        Ok(Fetcher::new(connector, settings))
+    }
+
+    pub fn new(connector: GuardedConnector, settings: FetchSettings) -> Fetcher {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(16)
+            .build(https);
+        Fetcher {
+            client,
+            settings: std::sync::Arc::new(settings),
+        }
+    }
+
+    /// The body of `url` after following redirects, within every limit.
+    pub async fn fetch(&self, url: &Url) -> Result<Bytes, FetchError> {
+        tokio::time::timeout(self.settings.timeout, self.fetch_inner(url.clone()))
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+
+    async fn fetch_inner(&self, mut url: Url) -> Result<Bytes, FetchError> {
+        let mut redirects = 0u32;
+        loop {
+            self.check_url(&url)?;
+            let response = self
+                .client
+                .request(self.request(&url)?)
+                .await
+                .map_err(classify_client_error)?;
+            let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                if redirects >= self.settings.max_redirects {
+                    return Err(FetchError::TooManyRedirects(self.settings.max_redirects));
+                }
+                redirects += 1;
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or(FetchError::Status(status.as_u16()))?;
+                url = url
+                    .join(location)
+                    .map_err(|e| FetchError::BadUrl(format!("bad redirect: {e}")))?;
+                continue;
+            }
+            if status == StatusCode::NOT_FOUND {
+                return Err(FetchError::NotFound);
+            }
+            if !status.is_success() {
+                return Err(FetchError::Status(status.as_u16()));
+            }
+            return self.read_body(response).await;
+        }
+    }
+
+    /// Every hop, the first included, must be http(s), credential-free and on an allowed host.
+    fn check_url(&self, url: &Url) -> Result<(), FetchError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FetchError::BadUrl(format!(
+                "scheme {} is not http(s)",
+                url.scheme()
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(FetchError::BadUrl("credentials are not allowed".into()));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| FetchError::BadUrl("no host".into()))?;
+        let allowed = &self.settings.allowed_hosts;
+        if !allowed.is_empty() && !allowed.matches(host) {
+            return Err(FetchError::HostNotAllowed(host.to_string()));
+        }
+        Ok(())
+    }
+
+    fn request(&self, url: &Url) -> Result<Request<Empty<Bytes>>, FetchError> {
+        let mut builder = Request::get(url.as_str())
+            .header(header::USER_AGENT, self.settings.user_agent.clone())
+            .header(
+                header::ACCEPT,
+                HeaderValue::from_static("image/avif,image/webp,image/*;q=0.8,*/*;q=0.5"),
+            );
+        if let Some(host) = url.host_str() {
+            if let Some((_, referer)) = self
+                .settings
+                .referer
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(host))
+            {
+                builder = builder.header(header::REFERER, referer.clone());
+            }
+        }
+        builder
+            .body(Empty::new())
+            .map_err(|e| FetchError::BadUrl(e.to_string()))
+    }
+
+    async fn read_body(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, FetchError> {
+        let max = self.settings.max_bytes;
+        let declared = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(FetchError::TooLarge(max));
+        }
+        // The declared length only sizes the buffer; the cap below is what bounds memory.
+        let capacity = declared.unwrap_or(64 * 1024).min(max) as usize;
+        let mut buf = BytesMut::with_capacity(capacity);
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| FetchError::Body(error_chain(&e)))?;
+            if let Ok(data) = frame.into_data() {
+                if (buf.len() + data.len()) as u64 > max {
+                    return Err(FetchError::TooLarge(max));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// rustls with the system's roots; without any, plain http still works and https fails per
+/// request instead of at startup.
+fn tls_config() -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        tracing::warn!("no system root certificates found: https upstreams will fail");
+    }
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS provider rejected the default protocol versions");
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        }
+    }
+}
+
+/// Maps a client error to a fetch error by looking for the connector's own error in the chain.
+fn classify_client_error(e: hyper_util::client::legacy::Error) -> FetchError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(c) = err.downcast_ref::<ConnectError>() {
+            return match c {
+                ConnectError::Forbidden(ip) => FetchError::Forbidden(ip.to_string()),
+                ConnectError::Timeout => FetchError::Timeout,
+                other => FetchError::Connect(other.to_string()),
+            };
+        }
+        source = err.source();
+    }
+    FetchError::Connect(error_chain(&e))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

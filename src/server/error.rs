@@ -1,0 +1,145 @@
+//! Errors of the HTTP routes: each knows its status, who is at fault, and how it is answered.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::{full, Body};
+use crate::cache::Remember;
+use crate::fetch::FetchError;
+use crate::urls::UrlError;
+
+/// Seconds a client is asked to wait when the transform queue is full.
+pub const RETRY_AFTER_S: u64 = 1;
+
+/// Whose fault an error is (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Internal,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Internal => "internal",
+        }
+    }
+}
+
+/// Why an image request failed. Cloneable so one failure can answer every coalesced request
+/// and be remembered briefly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    Url(#[from] UrlError),
+    #[error("{0}")]
+    Fetch(#[from] FetchError),
+    /// The source could not be turned into the requested image (status from the pipeline).
+    #[error("{message}")]
+    Image { status: StatusCode, message: String },
+    #[error("too many images are being processed; retry shortly")]
+    Busy,
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+impl RouteError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RouteError::Url(e) => e.status(),
+            RouteError::Fetch(e) => e.status(),
+            RouteError::Image { status, .. } => *status,
+            RouteError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            RouteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RouteError::NotFound => StatusCode::NOT_FOUND,
+            RouteError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            RouteError::Url(_) | RouteError::NotFound | RouteError::MethodNotAllowed => {
+                Fault::Client
+            }
+            RouteError::Fetch(FetchError::HostNotAllowed(_) | FetchError::Forbidden(_)) => {
+                Fault::Client
+            }
+            RouteError::Fetch(_) | RouteError::Image { .. } => Fault::Upstream,
+            RouteError::Busy | RouteError::Internal(_) => Fault::Internal,
+        }
+    }
+
+    /// A short text answer that is never cached by clients or shared caches.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut text = match &self {
+            // Internal details stay in the log.
+            RouteError::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        text.truncate(200);
+        text.push('\n');
+        let mut response = Response::new(full(text));
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if matches!(self, RouteError::Busy) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        }
+        if matches!(self, RouteError::MethodNotAllowed) {
+            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
+}
+
+impl Remember for RouteError {
+    /// Upstream and image failures say something about the source; load and internal trouble
+    /// do not.
+    fn remember(&self) -> bool {
+        matches!(self, RouteError::Fetch(_) | RouteError::Image { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        let cases = [
+            (RouteError::Url(UrlError::BadSignature), 403),
+            (RouteError::Url(UrlError::Malformed("x")), 400),
+            (
+                RouteError::Fetch(FetchError::Forbidden("127.0.0.1".into())),
+                403,
+            ),
+            (RouteError::Fetch(FetchError::NotFound), 404),
+            (RouteError::Fetch(FetchError::Status(500)), 502),
+            (RouteError::Fetch(FetchError::Timeout), 504),
+            (RouteError::Fetch(FetchError::TooLarge(1)), 413),
+            (RouteError::Busy, 503),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+        }
+        let r = RouteError::Busy.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    }
+}

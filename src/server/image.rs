@@ -1,0 +1,301 @@
+//! `{prefix}/{sig}/{opts}/{src}`: verify, variant cache, source cache, fetch, transform, respond.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::body::{empty, full, Body};
+use super::error::RouteError;
+use super::metrics::{CacheView, Metrics};
+use super::pool::{PoolError, WorkPool};
+use crate::cache::{Cache, Lookup, Weigh};
+use crate::config::{Config, ConfigError};
+use crate::fetch::Fetcher;
+use crate::pipeline::{self, FormatSet, Job, Limits};
+use crate::urls::{Format, Options, UrlSigner};
+
+const MB: u64 = 1024 * 1024;
+
+/// One encoded result, shared by the cache and every response that serves it.
+#[derive(Debug)]
+pub struct Variant {
+    pub bytes: Bytes,
+    pub mime: &'static str,
+    pub etag: HeaderValue,
+}
+
+impl Weigh for Variant {
+    fn weight(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+/// One image has one cache entry per option set and per set of formats the client accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct VariantKey {
+    source: String,
+    options: Options,
+    formats: FormatSet,
+}
+
+/// Settings a transform needs, owned so a job can move to a worker thread.
+#[derive(Debug, Clone)]
+struct TransformSettings {
+    preference: Arc<[Format]>,
+    quality: u8,
+    max_src_pixels: u64,
+    max_output_pixels: u64,
+    allow_svg: bool,
+}
+
+pub struct ImageRoute {
+    signer: UrlSigner,
+    fetcher: Fetcher,
+    sources: Cache<String, Bytes, RouteError>,
+    variants: Cache<VariantKey, Arc<Variant>, RouteError>,
+    pool: WorkPool,
+    settings: TransformSettings,
+    cache_control: HeaderValue,
+    metrics: Arc<Metrics>,
+}
+
+impl ImageRoute {
+    pub fn new(
+        config: &Config,
+        signer: UrlSigner,
+        metrics: Arc<Metrics>,
+    ) -> Result<ImageRoute, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        let preference = config
+            .image
+            .formats
+            .iter()
+            .map(|f| f.parse::<Format>().map_err(|e| invalid("image.formats", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache = &config.cache;
+        let negative_ttl = Duration::from_secs(cache.negative_ttl_s);
+        Ok(ImageRoute {
+            signer,
+            fetcher: Fetcher::from_config(config)?,
+            sources: Cache::new(
+                cache.source_memory_mb.saturating_mul(MB),
+                cache.max_entry_bytes,
+                negative_ttl,
+            ),
+            variants: Cache::new(
+                cache.memory_mb.saturating_mul(MB),
+                cache.max_entry_bytes,
+                negative_ttl,
+            ),
+            pool: WorkPool::new(config.image.workers(), config.image.queue),
+            settings: TransformSettings {
+                preference: preference.into(),
+                quality: config.image.quality,
+                max_src_pixels: config.image.max_src_pixels,
+                max_output_pixels: config.image.max_output_pixels,
+                allow_svg: config.image.allow_svg,
+            },
+            cache_control: HeaderValue::from_str(&config.http.cache_control)
+                .map_err(|e| invalid("http.cache_control", e.to_string()))?,
+            metrics,
+        })
+    }
+
+    /// Answers one request; `path` is the request path after the prefix and its slash.
+    pub async fn respond(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Response<Body>, RouteError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(RouteError::MethodNotAllowed);
+        }
+        let request = self.signer.verify_path(path)?;
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        let formats =
+            pipeline::negotiate(accept, &self.settings.preference, request.options.format);
+        let key = VariantKey {
+            source: request.source.to_string(),
+            options: request.options,
+            formats,
+        };
+        let (result, lookup) = self
+            .variants
+            .get_or_compute(key, || {
+                self.render(request.source.clone(), request.options, formats)
+            })
+            .await;
+        let variant = result?;
+        Ok(self.variant_response(method, headers, &variant, lookup))
+    }
+
+    async fn render(
+        &self,
+        source: Url,
+        options: Options,
+        accepted: FormatSet,
+    ) -> Result<Arc<Variant>, RouteError> {
+        let bytes = self.source(&source).await?;
+        let settings = self.settings.clone();
+        let metrics = self.metrics.clone();
+        let output = self
+            .pool
+            .run(move || {
+                metrics.transforms.fetch_add(1, Ordering::Relaxed);
+                let job = Job {
+                    options: &options,
+                    accepted,
+                    preference: &settings.preference,
+                    default_quality: settings.quality,
+                    limits: Limits {
+                        max_src_pixels: settings.max_src_pixels,
+                        max_output_pixels: settings.max_output_pixels,
+                    },
+                    allow_svg: settings.allow_svg,
+                };
+                pipeline::transform(&bytes, &job).map_err(|e| RouteError::Image {
+                    status: e.status(),
+                    message: e.to_string(),
+                })
+            })
+            .await
+            .map_err(|e| match e {
+                PoolError::Full => RouteError::Busy,
+                PoolError::Failed(m) => RouteError::Internal(m),
+            })??;
+        Ok(Arc::new(Variant {
+            etag: strong_etag(&output.bytes),
+            bytes: output.bytes,
+            mime: output.mime,
+        }))
+    }
+
+    /// The upstream bytes of `url`, fetched once for every variant wanting them.
+    async fn source(&self, url: &Url) -> Result<Bytes, RouteError> {
+        let (result, _) = self
+            .sources
+            .get_or_compute(url.to_string(), || async {
+                self.metrics
+                    .upstream_fetches
+                    .fetch_add(1, Ordering::Relaxed);
+                self.fetcher.fetch(url).await.map_err(|e| {
+                    self.metrics.upstream_error(e.kind());
+                    tracing::debug!(url = %url, error = %e, "upstream fetch failed");
+                    RouteError::Fetch(e)
+                })
+            })
+            .await;
+        result
+    }
+
+    fn variant_response(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        variant: &Variant,
+        lookup: Lookup,
+    ) -> Response<Body> {
+        let not_modified = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| etag_matches(v, &variant.etag));
+        let (status, body) = if not_modified {
+            (StatusCode::NOT_MODIFIED, empty())
+        } else if method == Method::HEAD {
+            (StatusCode::OK, empty())
+        } else {
+            (StatusCode::OK, full(variant.bytes.clone()))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(header::ETAG, variant.etag.clone());
+        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; sandbox"),
+        );
+        h.insert(
+            "x-cache",
+            HeaderValue::from_static(if lookup == Lookup::Hit { "HIT" } else { "MISS" }),
+        );
+        if status == StatusCode::OK {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(variant.mime));
+            h.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(variant.bytes.len()),
+            );
+        }
+        response
+    }
+
+    pub fn caches(&self) -> [CacheView<'_>; 2] {
+        [
+            CacheView {
+                name: "variants",
+                stats: self.variants.stats(),
+                budget: self.variants.budget(),
+            },
+            CacheView {
+                name: "sources",
+                stats: self.sources.stats(),
+                budget: self.sources.budget(),
+            },
+        ]
+    }
+
+    pub fn pool(&self) -> &WorkPool {
+        &self.pool
+    }
+}
+
+/// A strong validator derived from the bytes, so equal bytes share an ETag across restarts.
+fn strong_etag(bytes: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(bytes);
+    let tag = format!("\"{}\"", hex::encode(&digest[..16]));
+    HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// `If-None-Match` uses weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
+fn etag_matches(if_none_match: &str, etag: &HeaderValue) -> bool {
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_strong_and_compare_weakly() {
+        let tag = strong_etag(b"abc");
+        let s = tag.to_str().unwrap();
+        assert!(s.starts_with('"') && s.ends_with('"') && !s.starts_with("W/"));
+        assert_eq!(tag, strong_etag(b"abc"));
+        assert_ne!(tag, strong_etag(b"abd"));
+        assert!(etag_matches(s, &tag));
+        assert!(etag_matches(&format!("\"x\", W/{s}"), &tag));
+        assert!(etag_matches("*", &tag));
+        assert!(!etag_matches("\"x\"", &tag));
+    }
+}

@@ -1,0 +1,122 @@
+//! CPU work off the async reactor: a fixed number of workers behind a bounded queue.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("work queue is full")]
+    Full,
+    #[error("work failed: {0}")]
+    Failed(String),
+}
+
+/// At most `workers` jobs run at once on blocking threads; at most `queue` more wait.
+pub struct WorkPool {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    queue: usize,
+    workers: usize,
+}
+
+/// Decrements the waiting count however the wait ends (granted or cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl WorkPool {
+    pub fn new(workers: usize, queue: usize) -> WorkPool {
+        let workers = workers.max(1);
+        WorkPool {
+            permits: Arc::new(Semaphore::new(workers)),
+            waiting: AtomicUsize::new(0),
+            queue,
+            workers,
+        }
+    }
+
+    /// Jobs waiting for a worker now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.workers - self.permits.available_permits()
+    }
+
+    /// Runs `job` on a worker, or fails at once with [`PoolError::Full`] when the queue is full.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let admitted = self
+                    .waiting
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < self.queue).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !admitted {
+                    return Err(PoolError::Full);
+                }
+                let _waiting = Waiting(&self.waiting);
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| PoolError::Failed(e.to_string()))?
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+        .map_err(|e| PoolError::Failed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn full_queue_refuses_at_once() {
+        let pool = Arc::new(WorkPool::new(1, 1));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let p = pool.clone();
+        let r = rx.clone();
+        let running = tokio::spawn(async move {
+            p.run(move || {
+                let _ = r.lock().unwrap().recv();
+            })
+            .await
+        });
+        while pool.running() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let p = pool.clone();
+        let queued = tokio::spawn(async move { p.run(|| 7).await });
+        while pool.queued() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.run(|| 1).await, Err(PoolError::Full));
+        tx.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(queued.await.unwrap(), Ok(7));
+        assert_eq!(pool.queued(), 0);
+        assert_eq!(pool.run(|| 2).await, Ok(2));
+    }
+}

@@ -1,0 +1,203 @@
+//! Shared test harness: a local origin and an `imgrelay serve` subprocess signed with a test key.
+#![allow(dead_code)]
+
+pub mod origin;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use imgrelay::signing::{Key, KeyRing};
+use imgrelay::urls::{Options, UrlSigner};
+
+pub use origin::Origin;
+
+/// Upstream host names pinned to the origin in every test server.
+pub const HOSTS: &[&str] = &["static.1sapp.com", "img.example.com", "public.example.net"];
+const KEY_HEX: &str = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1";
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub signer: UrlSigner,
+    logs: Arc<Mutex<Vec<String>>>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Server {
+    /// Starts `imgrelay serve` with upstream pins to `origin` and `env` overrides
+    /// (`("UPSTREAM__TIMEOUT_MS", "1000")` sets `IMGRELAY_UPSTREAM__TIMEOUT_MS`).
+    pub fn start(origin: &Origin, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("imgrelay.key");
+        std::fs::write(&key_file, KEY_HEX).unwrap();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\
+             [signing]\nkey_file = {key:?}\n\
+             [upstream.resolve]\n{pins}",
+            key = key_file.display().to_string(),
+            pins = origin.pins(HOSTS),
+        );
+        let config_file = dir.path().join("config.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgrelay"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_file)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("IMGRELAY_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(format!("IMGRELAY_{k}"), v);
+        }
+        let mut child = cmd.spawn().expect("imgrelay serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        // Keep draining stderr for the server's whole life so logging never blocks it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {:?}", logs.lock().unwrap());
+            }
+        };
+        let key = Key::from_hex(KEY_HEX).unwrap();
+        Server {
+            child,
+            addr,
+            signer: UrlSigner::new(KeyRing::new(key, vec![]), "/img"),
+            logs,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _dir: dir,
+        }
+    }
+
+    /// The signed path for `source` with canonical `options`.
+    pub fn path(&self, source: &str, options: &str) -> String {
+        let url = url::Url::parse(source).unwrap();
+        self.signer.url_for(&url, &Options::parse(options).unwrap())
+    }
+
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::new()).unwrap();
+        let fut = async {
+            let resp = self.client.request(req).await.expect("request");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), fut)
+            .await
+            .expect("reply within 60 s")
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, &[]).await
+    }
+
+    /// Value of an unlabelled or labelled metric line, e.g. `imgrelay_transforms_total` or
+    /// `imgrelay_cache_bytes{cache="variants"}`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.get("/_imgrelay/metrics").await.body;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `http://static.1sapp.com/<path>` (pinned to the origin).
+pub fn upstream(path: &str) -> String {
+    format!("http://static.1sapp.com/{}", path.trim_start_matches('/'))
+}
+
+/// The bound address from the startup log line, in the text or the JSON log format.
+fn listening_addr(line: &str) -> Option<String> {
+    if let Some(addr) = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+    {
+        return Some(addr.to_string());
+    }
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    json["fields"]["addr"].as_str().map(str::to_string)
+}
