@@ -158,21 +158,19 @@ EOF
     "${HELPER[@]}" wait "$ORIGIN_PORT" || { log "origin did not start"; exit 1; }
 }
 
-# start_imgrelay NAME [VAR=VALUE...]: an `imgrelay serve` on a free port with the origin pinned as
-# http://img.origin.example/ and one shared key; environment overrides (IMGRELAY_*) as extra words.
-# Sets IMGRELAY_PORT, IMGRELAY_PID, IMGRELAY_CONFIG and SIGN (the signing command, without --size).
-start_imgrelay() {
-    local name=$1
-    shift
+# write_imgrelay_config NAME PORT: a config for `imgrelay serve|sign|rewrite` with the origin pinned as
+# http://img.origin.example/ and one key shared by every instance. Sets IMGRELAY_CONFIG and SIGN (the
+# signing command, without --size).
+write_imgrelay_config() {
+    local name=$1 port=$2
     if [[ ! -f "$WORK/imgrelay.key" ]]; then
         od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/imgrelay.key"
         chmod 600 "$WORK/imgrelay.key"
     fi
-    read -r IMGRELAY_PORT < <("${HELPER[@]}" ports 1)
     IMGRELAY_CONFIG="$WORK/$name.toml"
     cat >"$IMGRELAY_CONFIG" <<EOF
 [server]
-listen = "127.0.0.1:$IMGRELAY_PORT"
+listen = "127.0.0.1:$port"
 public_prefix = "/img"
 
 [signing]
@@ -191,6 +189,16 @@ source_memory_mb = 64
 [log]
 level = "warn"
 EOF
+    SIGN="$BIN sign --config $IMGRELAY_CONFIG"
+}
+
+# start_imgrelay NAME [VAR=VALUE...]: an `imgrelay serve` on a free port (see write_imgrelay_config);
+# environment overrides (IMGRELAY_*) as extra words. Sets IMGRELAY_PORT, IMGRELAY_PID, IMGRELAY_CONFIG, SIGN.
+start_imgrelay() {
+    local name=$1
+    shift
+    read -r IMGRELAY_PORT < <("${HELPER[@]}" ports 1)
+    write_imgrelay_config "$name" "$IMGRELAY_PORT"
     env "$@" "$BIN" serve --config "$IMGRELAY_CONFIG" >"$WORK/$name.log" 2>&1 </dev/null &
     IMGRELAY_PID=$!
     STARTED+=("$IMGRELAY_PID")
@@ -199,7 +207,6 @@ EOF
         cat "$WORK/$name.log" >&2
         exit 1
     fi
-    SIGN="$BIN sign --config $IMGRELAY_CONFIG"
 }
 
 # sign_path SIZE URL: the proxied path of one URL (`sign` prints an absolute URL when public_prefix is one).

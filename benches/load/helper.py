@@ -6,6 +6,8 @@ Subcommands:
   wait PORT [SECONDS]          wait until 127.0.0.1:PORT accepts connections
   cpu PID...                   utime+stime of the processes, in ms
   hwm PID...                   sum of VmHWM (peak RSS) of the processes, in kB
+  rss PID                      VmRSS (current RSS) of a process, in kB
+  get PORT PATH                print the body of one GET (e.g. /_imgrelay/metrics)
   probe PORT PATH [W H]        one GET; prints status, cache header, size and JPEG dimensions as JSON;
                                with W H, fails unless the image fits the box W x H
   miss ...                     distinct-variant load for a fixed duration (see `miss --help`)
@@ -74,6 +76,22 @@ def hwm_kb(pids):
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1])
     return total
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    sys.stdout.write(resp.read().decode(errors="replace"))
+    return 0 if resp.status == 200 else 1
 
 
 def jpeg_size(data):
@@ -492,6 +510,11 @@ def main():
     s.add_argument("seconds", type=float, nargs="?", default=30.0)
     s = sub.add_parser("cpu")
     s.add_argument("pids", type=int, nargs="+")
+    s = sub.add_parser("rss")
+    s.add_argument("pid", type=int)
+    s = sub.add_parser("get")
+    s.add_argument("port", type=int)
+    s.add_argument("path")
     s = sub.add_parser("hwm")
     s.add_argument("pids", type=int, nargs="+")
     s = sub.add_parser("probe")
@@ -548,6 +571,11 @@ def main():
     if a.cmd == "cpu":
         print(f"{cpu_ms(a.pids):.0f}")
         return 0
+    if a.cmd == "rss":
+        print(rss_kb(a.pid))
+        return 0
+    if a.cmd == "get":
+        return get(a.port, a.path)
     if a.cmd == "hwm":
         print(hwm_kb(a.pids))
         return 0
