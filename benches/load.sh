@@ -131,6 +131,18 @@ for s in "${SERVERS[@]}"; do
     done
 done
 
+# EXIF orientation: orient-6.jpg is stored 240x360 and displayed 360x240; fit in 180x180.
+declare -A ORIENTED
+for s in "${SERVERS[@]}"; do
+    if [[ $s == imgrelay ]]; then
+        path=$(sign_path 180x180 "http://$ORIGIN_HOST/orient-6.jpg")
+    else
+        path=/img/180x180/orient-6.jpg
+    fi
+    ORIENTED[$s]=$("${HELPER[@]}" probe "$(port_of "$s")" "$path" |
+        python3 -c 'import json,sys; s=json.load(sys.stdin)["size"]; print(f"{s[0]}x{s[1]}" if s else "none")')
+done
+
 # --- scenarios -------------------------------------------------------------------------------------
 HIT_LABEL="hit: 640x422 → fit 320x211, ${HIT_CONNECTIONS} conn"
 for round in $(seq "$ROUNDS"); do
@@ -191,6 +203,11 @@ report() {
     echo "- rounds: $ROUNDS per scenario, servers alternating (imgrelay, nginx, imgrelay, nginx, …); hit ${HIT_SECONDS}s per run, miss ${MISS_SECONDS}s per run"
     echo
     "${HELPER[@]}" table "$RESULTS"
+    echo
+    local oriented=()
+    for s in "${SERVERS[@]}"; do oriented+=("$s ${ORIENTED[$s]}"); done
+    echo "EXIF orientation (orient-6.jpg: stored 240x360, displayed 360x240; fit 180x180, correct: 180x120):"
+    echo "$(IFS=,; echo "${oriented[*]}" | sed 's/,/, /g')."
     echo
     echo "Notes: hit latencies and req/s from \`wrk -t2 -c$HIT_CONNECTIONS --latency\` (client on the same 2 cores)."
     echo "Miss: each request a distinct URL (box Wx480 for W in 400..639 or 640xH for H in 300..479, times"

@@ -6,7 +6,8 @@
 HELPER=(python3 "$ROOT/benches/load/helper.py")
 ORIGIN_HOST=img.origin.example
 IMAGES="$ROOT/tests/data/images"
-BIN="$ROOT/target/release/imgrelay"
+# LOAD_BIN: an imgrelay binary to use instead of building target/release/imgrelay.
+BIN="${LOAD_BIN:-$ROOT/target/release/imgrelay}"
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-bench}" "$*" >&2; }
 
@@ -65,6 +66,7 @@ ensure_images() {
 }
 
 build_imgrelay() {
+    [[ -z "${LOAD_BIN:-}" ]] || return 0
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet --bin imgrelay)
 }

@@ -343,8 +343,10 @@ def run_miss(args):
             ("output KB per image", out["bytes_per_image"] / 1024 if ok else None),
         ],
     )
-    if out["errors"] or out["not_miss"] or out["bad_size"] or out["exhausted"]:
+    if out["errors"] or out["not_miss"] or out["bad_size"]:
         print(f"warning: {json.dumps(out)}", file=sys.stderr)
+    elif out["exhausted"] and args.offset_file:
+        print(f"warning: the URL list ran out before the deadline: {json.dumps(out)}", file=sys.stderr)
     return 0
 
 
