@@ -199,7 +199,7 @@ report() {
     # `wrk -v` exits 1 after printing its version.
     versions+=("$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$({ wrk -v 2>&1 || true; } | head -1 | awk '{print $1, $2}')")
     versions+=("commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
-    echo "- versions: $(IFS=,; echo "${versions[*]}" | sed 's/,/, /g')"
+    echo "- versions: $(join_by ", " "${versions[@]}")"
     echo "- rounds: $ROUNDS per scenario, servers alternating (imgrelay, nginx, imgrelay, nginx, …); hit ${HIT_SECONDS}s per run, miss ${MISS_SECONDS}s per run"
     echo
     "${HELPER[@]}" table "$RESULTS"
@@ -207,7 +207,7 @@ report() {
     local oriented=()
     for s in "${SERVERS[@]}"; do oriented+=("$s ${ORIENTED[$s]}"); done
     echo "EXIF orientation (orient-6.jpg: stored 240x360, displayed 360x240; fit 180x180, correct: 180x120):"
-    echo "$(IFS=,; echo "${oriented[*]}" | sed 's/,/, /g')."
+    echo "$(join_by ", " "${oriented[@]}")."
     echo
     echo "Notes: hit latencies and req/s from \`wrk -t2 -c$HIT_CONNECTIONS --latency\` (client on the same 2 cores)."
     echo "Miss: each request a distinct URL (box Wx480 for W in 400..639 or 640xH for H in 300..479, times"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by benches/load.sh and benches/scaling.sh (sourced, not run): tools, test images, the release
 # build, a temp dir whose processes are all stopped on exit, a static origin, imgrelay instances.
 #
@@ -8,6 +9,14 @@ ORIGIN_HOST=img.origin.example
 IMAGES="$ROOT/tests/data/images"
 # LOAD_BIN: an imgrelay binary to use instead of building target/release/imgrelay.
 BIN="${LOAD_BIN:-$ROOT/target/release/imgrelay}"
+
+# join_by SEP WORD...: the words separated by SEP.
+join_by() {
+    local sep=$1 out=$2
+    shift 2
+    for w in "$@"; do out+="$sep$w"; done
+    echo "$out"
+}
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-bench}" "$*" >&2; }
 
