@@ -8,7 +8,8 @@
 #   LOAD_ONLY=nginx benches/load.sh  # the nginx half alone (no imgrelay build)
 #
 # Environment: LOAD_ROUNDS (3), LOAD_HIT_SECONDS (8), LOAD_MISS_SECONDS (6), LOAD_MISS_CONNECTIONS (8),
-# LOAD_ONLY (imgrelay|nginx), LOAD_KEEP=1 keeps the temp dir, LOAD_OUT=FILE also writes the report there.
+# LOAD_ONLY (imgrelay|nginx), LOAD_KEEP=1 keeps the temp dir, LOAD_OUT=FILE also writes the report there,
+# LOAD_BIN=PATH uses that imgrelay binary instead of `cargo build --release`.
 #
 # Scenarios (each server in alternation, imgrelay then nginx, LOAD_ROUNDS rounds, medians reported):
 #   hit   one resized URL (640x422 source, fit 320x211) again and again, wrk -t2 -c64 --latency
@@ -28,7 +29,7 @@ HIT_CONNECTIONS=64
 MISS_CONNECTIONS=${LOAD_MISS_CONNECTIONS:-8}
 ONLY=${LOAD_ONLY:-}
 COMMAND="$0${*:+ $*}"
-for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY; do
+for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY LOAD_BIN; do
     [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
 done
 

@@ -13,7 +13,7 @@
 # Environment: SCALING_ROUNDS (3), SCALING_DOC_MB ("1 10 100"), SCALING_SMALL_ENTRIES (1000),
 # SCALING_LARGE_ENTRIES (100000), SCALING_HIT_SECONDS (6), SCALING_MISS_SECONDS (5), SCALING_ONLY
 # (rewrite|hit|workers, space-separated), LOAD_KEEP=1 keeps the temp dir, SCALING_OUT=FILE also writes
-# the report there.
+# the report there, LOAD_BIN=PATH uses that imgrelay binary instead of `cargo build --release`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +29,7 @@ MISS_SECONDS=${SCALING_MISS_SECONDS:-5}
 ONLY=${SCALING_ONLY:-"rewrite hit workers"}
 COMMAND="$0${*:+ $*}"
 for v in SCALING_ROUNDS SCALING_DOC_MB SCALING_SMALL_ENTRIES SCALING_LARGE_ENTRIES SCALING_HIT_SECONDS \
-    SCALING_MISS_SECONDS SCALING_ONLY; do
+    SCALING_MISS_SECONDS SCALING_ONLY LOAD_BIN; do
     [[ -n "${!v:-}" ]] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
