@@ -1,0 +1,77 @@
+//! Encoders. None of them writes metadata, which is how EXIF, XMP and comments get stripped.
+
+use image::ImageEncoder;
+use turbojpeg::{Compressor, PixelFormat, Subsamp};
+
+use super::decode::Raster;
+use super::PipelineError;
+use crate::urls::Format;
+
+/// Formats this build can write.
+pub fn can_encode(format: Format) -> bool {
+    !matches!(format, Format::Avif)
+}
+
+pub fn encode(raster: &Raster, format: Format, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    match format {
+        Format::Jpeg => encode_jpeg(raster, quality),
+        Format::Png => encode_png(raster),
+        Format::Webp => encode_webp(raster, quality),
+        Format::Avif => Err(PipelineError::Unsupported("AVIF encoding")),
+    }
+}
+
+/// Baseline JPEG with 4:2:0 chroma and optimised Huffman tables. Alpha, if any, is dropped:
+/// callers only ask for JPEG with alpha when the client forced it.
+fn encode_jpeg(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    let internal = |e: turbojpeg::Error| PipelineError::Internal(e.to_string());
+    let mut c = Compressor::new().map_err(internal)?;
+    c.set_quality(i32::from(quality.clamp(1, 100)))
+        .map_err(internal)?;
+    c.set_subsamp(Subsamp::Sub2x2).map_err(internal)?;
+    c.set_optimize(true).map_err(internal)?;
+    let (format, size) = if raster.alpha {
+        (PixelFormat::RGBA, 4)
+    } else {
+        (PixelFormat::RGB, 3)
+    };
+    let image = turbojpeg::Image {
+        pixels: raster.data.as_slice(),
+        width: raster.width as usize,
+        pitch: raster.width as usize * size,
+        height: raster.height as usize,
+        format,
+    };
+    c.compress_to_vec(image).map_err(internal)
+}
+
+fn encode_png(raster: &Raster) -> Result<Vec<u8>, PipelineError> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut out = Vec::new();
+    let color = if raster.alpha {
+        image::ExtendedColorType::Rgba8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive)
+        .write_image(&raster.data, raster.width, raster.height, color)
+        .map_err(|e| PipelineError::Internal(e.to_string()))?;
+    Ok(out)
+}
+
+/// Lossy WebP, with a lossy alpha plane when the raster has one.
+fn encode_webp(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    let encoder = if raster.alpha {
+        webp::Encoder::from_rgba(&raster.data, raster.width, raster.height)
+    } else {
+        webp::Encoder::from_rgb(&raster.data, raster.width, raster.height)
+    };
+    let mut config = webp::WebPConfig::new()
+        .map_err(|()| PipelineError::Internal("WebP configuration".into()))?;
+    config.quality = f32::from(quality.clamp(1, 100));
+    config.method = 4;
+    let encoded = encoder
+        .encode_advanced(&config)
+        .map_err(|e| PipelineError::Internal(format!("WebP encoding: {e:?}")))?;
+    Ok(encoded.to_vec())
+}

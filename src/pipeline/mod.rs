@@ -1,0 +1,262 @@
+//! The image transform: sniff → header check → decode (shrink-on-load) → resize → orient →
+//! encode in the negotiated format.
+//!
+//! Every stage is a public module so benchmarks can time them one by one; [`transform`] is the
+//! whole job and the only entry point the server uses.
+
+pub mod animation;
+pub mod decode;
+pub mod encode;
+pub mod negotiate;
+pub mod orient;
+pub mod resize;
+pub mod sniff;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+pub use negotiate::{negotiate, FormatSet};
+
+use self::animation::AnimatedFormat;
+use self::decode::Raster;
+use self::orient::Metadata;
+use self::resize::Plan;
+use self::sniff::{Header, SourceFormat};
+use crate::urls::{Format, Options};
+
+/// Pixel caps from `[image]` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sources whose header claims more pixels are refused before decoding.
+    pub max_src_pixels: u64,
+    /// Outputs are scaled down to stay within this.
+    pub max_output_pixels: u64,
+}
+
+/// One transform request.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    /// Box (0 = unconstrained), cover, quality, forced format, dpr.
+    pub options: &'a Options,
+    /// From [`negotiate`].
+    pub accepted: FormatSet,
+    /// Configured order (`image.formats`).
+    pub preference: &'a [Format],
+    /// `image.quality`, used when the options name none.
+    pub default_quality: u8,
+    pub limits: Limits,
+    pub allow_svg: bool,
+}
+
+/// The encoded result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub bytes: Bytes,
+    pub mime: &'static str,
+    /// Pixel size of the output (0x0 for SVG, which has no pixel size of its own).
+    pub width: u32,
+    pub height: u32,
+    /// The source bytes are served unchanged.
+    pub passthrough: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("empty image")]
+    Empty,
+    #[error("not an image")]
+    NotAnImage,
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    #[error("SVG images are not allowed")]
+    SvgNotAllowed,
+    #[error("image is {width}x{height}, over the limit of {limit} pixels")]
+    TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error("image needs more memory than its size allows")]
+    DecoderLimit,
+    #[error("image data is truncated")]
+    Truncated,
+    #[error("corrupt image: {0}")]
+    Corrupt(&'static str),
+    #[error("internal image processing error: {0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PipelineError::TooManyPixels { .. } | PipelineError::DecoderLimit => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            PipelineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+}
+
+/// Runs one job on `src`. CPU-bound; the caller runs it on a worker thread.
+///
+/// Sources that need nothing done (fit the box, no EXIF, same output format) are served as they
+/// are when re-encoding would not make them smaller. Animated sources keep their animation (see
+/// [`animation`]). AVIF sources cannot be decoded by this build: they pass through unchanged when
+/// they fit the box and the client accepts AVIF, and are refused (415) otherwise.
+pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
+    let header = sniff::sniff(src)?;
+    if header.format == SourceFormat::Svg {
+        return if job.allow_svg {
+            Ok(passthrough(src, &header))
+        } else {
+            Err(PipelineError::SvgNotAllowed)
+        };
+    }
+    check_source_pixels(&header, &job.limits)?;
+    let meta = orient::read_metadata(src, header.format);
+    let (dw, dh) = display_size(&header, meta);
+    let plan = Plan::new(
+        dw,
+        dh,
+        job.options.target_box(),
+        job.options.cover,
+        job.limits.max_output_pixels,
+    );
+    let fits = plan.is_identity(dw, dh);
+    let quality = job.options.quality.unwrap_or(job.default_quality);
+
+    if header.animated {
+        let webp_ok = job.accepted.contains(Format::Webp);
+        let acceptable = match header.format {
+            SourceFormat::Webp => webp_ok,
+            _ => true,
+        };
+        if fits && acceptable {
+            return Ok(passthrough(src, &header));
+        }
+        let wants_webp = job.options.format == Some(Format::Webp)
+            || (webp_ok && job.preference.contains(&Format::Webp));
+        let format = if wants_webp {
+            AnimatedFormat::Webp
+        } else {
+            AnimatedFormat::Gif
+        };
+        let bytes = animation::transform_frames(
+            src,
+            &header,
+            &plan,
+            job.limits.max_src_pixels,
+            format,
+            quality,
+        )?;
+        return Ok(Output {
+            bytes: bytes.into(),
+            mime: format.mime(),
+            width: plan.width,
+            height: plan.height,
+            passthrough: false,
+        });
+    }
+
+    if header.format == SourceFormat::Avif {
+        return if fits && job.accepted.contains(Format::Avif) {
+            Ok(passthrough(src, &header))
+        } else {
+            Err(PipelineError::Unsupported("AVIF decoding"))
+        };
+    }
+
+    let stored_plan = if meta.transposes() {
+        plan.transposed()
+    } else {
+        plan
+    };
+    let mut raster = decode::decode(
+        src,
+        &header,
+        stored_plan.min_source_size(header.width, header.height),
+    )?;
+    raster.drop_opaque_alpha();
+    let mut resizer = fast_image_resize::Resizer::new();
+    let raster = resize::resize(
+        &mut resizer,
+        &raster,
+        &stored_plan,
+        header.width,
+        header.height,
+    )?;
+    let raster = orient::apply(raster, meta.orientation);
+    let format = choose_format(job, &raster);
+    let bytes = encode::encode(&raster, format, quality)?;
+
+    let untouched = fits && !meta.has_exif && same_format(header.format, format);
+    if untouched && bytes.len() >= src.len() {
+        return Ok(passthrough(src, &header));
+    }
+    Ok(Output {
+        bytes: bytes.into(),
+        mime: format.mime(),
+        width: raster.width,
+        height: raster.height,
+        passthrough: false,
+    })
+}
+
+/// Refuses sources whose header claims more pixels than allowed, before any decoder runs.
+pub fn check_source_pixels(header: &Header, limits: &Limits) -> Result<(), PipelineError> {
+    if header.pixels() > limits.max_src_pixels {
+        return Err(PipelineError::TooManyPixels {
+            width: header.width,
+            height: header.height,
+            limit: limits.max_src_pixels,
+        });
+    }
+    Ok(())
+}
+
+fn display_size(header: &Header, meta: Metadata) -> (u32, u32) {
+    if meta.transposes() {
+        (header.height, header.width)
+    } else {
+        (header.width, header.height)
+    }
+}
+
+/// The forced format when it can be written; else the first configured format the client
+/// accepts and we can write, skipping JPEG for images with real transparency; else JPEG for
+/// opaque images and PNG for transparent ones.
+pub fn choose_format(job: &Job<'_>, raster: &Raster) -> Format {
+    if let Some(forced) = job.options.format.filter(|&f| encode::can_encode(f)) {
+        return forced;
+    }
+    job.preference
+        .iter()
+        .copied()
+        .find(|&f| {
+            job.accepted.contains(f)
+                && encode::can_encode(f)
+                && !(raster.alpha && f == Format::Jpeg)
+        })
+        .unwrap_or(if raster.alpha {
+            Format::Png
+        } else {
+            Format::Jpeg
+        })
+}
+
+fn same_format(source: SourceFormat, output: Format) -> bool {
+    matches!(
+        (source, output),
+        (SourceFormat::Jpeg, Format::Jpeg)
+            | (SourceFormat::Png, Format::Png)
+            | (SourceFormat::Webp, Format::Webp)
+            | (SourceFormat::Avif, Format::Avif)
+    )
+}
+
+fn passthrough(src: &[u8], header: &Header) -> Output {
+    Output {
+        bytes: Bytes::copy_from_slice(src),
+        mime: header.format.mime(),
+        width: header.width,
+        height: header.height,
+        passthrough: true,
+    }
+}

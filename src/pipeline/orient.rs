@@ -1,0 +1,121 @@
+//! EXIF orientation: read from the container, applied to decoded pixels.
+
+use std::io::Cursor;
+
+use super::decode::Raster;
+use super::sniff::SourceFormat;
+
+/// What the source's metadata says about how to show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    /// EXIF orientation 1..=8 (1 = as stored).
+    pub orientation: u8,
+    /// Any EXIF block at all (something to strip).
+    pub has_exif: bool,
+}
+
+impl Metadata {
+    pub const NONE: Metadata = Metadata {
+        orientation: 1,
+        has_exif: false,
+    };
+
+    /// Orientations 5..=8 swap width and height.
+    pub fn transposes(self) -> bool {
+        self.orientation >= 5
+    }
+}
+
+/// Reads EXIF from JPEG, PNG and WebP containers; anything unreadable counts as no EXIF.
+pub fn read_metadata(src: &[u8], format: SourceFormat) -> Metadata {
+    if !matches!(
+        format,
+        SourceFormat::Jpeg | SourceFormat::Png | SourceFormat::Webp
+    ) {
+        return Metadata::NONE;
+    }
+    let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(src)) else {
+        return Metadata::NONE;
+    };
+    let orientation = exif
+        .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+        .and_then(|f| f.value.get_uint(0))
+        .filter(|o| (1..=8).contains(o))
+        .map_or(1, |o| o as u8);
+    Metadata {
+        orientation,
+        has_exif: true,
+    }
+}
+
+/// Rotates/flips `raster` so that it displays upright for the given EXIF orientation.
+pub fn apply(raster: Raster, orientation: u8) -> Raster {
+    if !(2..=8).contains(&orientation) {
+        return raster;
+    }
+    let (w, h) = (raster.width as usize, raster.height as usize);
+    let c = raster.channels();
+    let (ow, oh) = if orientation >= 5 { (h, w) } else { (w, h) };
+    let mut out = vec![0u8; raster.data.len()];
+    for y in 0..oh {
+        for x in 0..ow {
+            // The stored pixel that shows at display position (x, y).
+            let (sx, sy) = match orientation {
+                2 => (w - 1 - x, y),
+                3 => (w - 1 - x, h - 1 - y),
+                4 => (x, h - 1 - y),
+                5 => (y, x),
+                6 => (y, h - 1 - x),
+                7 => (w - 1 - y, h - 1 - x),
+                _ => (w - 1 - y, x),
+            };
+            let s = (sy * w + sx) * c;
+            let d = (y * ow + x) * c;
+            out[d..d + c].copy_from_slice(&raster.data[s..s + c]);
+        }
+    }
+    Raster {
+        data: out,
+        width: ow as u32,
+        height: oh as u32,
+        alpha: raster.alpha,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raster(w: u32, h: u32) -> Raster {
+        Raster {
+            data: (0..w * h * 3).map(|v| (v / 3) as u8).collect(),
+            width: w,
+            height: h,
+            alpha: false,
+        }
+    }
+
+    fn at(r: &Raster, x: usize, y: usize) -> u8 {
+        r.data[(y * r.width as usize + x) * 3]
+    }
+
+    #[test]
+    fn each_orientation_moves_the_stored_origin_where_exif_says() {
+        // Stored 3x2, pixel value = index; stored (0,0) is 0.
+        let expect_origin = [
+            (2, (2, 0)),
+            (3, (2, 1)),
+            (4, (0, 1)),
+            (5, (0, 0)),
+            (6, (1, 0)),
+            (7, (1, 2)),
+            (8, (0, 2)),
+        ];
+        for (o, (x, y)) in expect_origin {
+            let r = apply(raster(3, 2), o);
+            let dims = if o >= 5 { (2, 3) } else { (3, 2) };
+            assert_eq!((r.width, r.height), dims, "orientation {o}");
+            assert_eq!(at(&r, x, y), 0, "orientation {o}");
+        }
+    }
+}
