@@ -381,6 +381,21 @@ async fn variant_cache_stays_within_its_byte_budget() {
         1,
         "the source stayed cached"
     );
+
+    // Larger than cache.max_entry_bytes: served every time, never kept.
+    let big = server.path(&upstream("photo-1280x960.jpg"), "1200x0,png");
+    for _ in 0..2 {
+        let r = server.get(&big).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.len() > 400_000, "{}", r.body.len());
+        assert_eq!(r.header("x-cache"), "MISS");
+    }
+    assert!(
+        server
+            .metric("imgrelay_cache_oversize_total{cache=\"variants\"}")
+            .await
+            >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

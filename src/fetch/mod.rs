@@ -211,7 +211,10 @@ impl Fetcher {
             .header(header::USER_AGENT, self.settings.user_agent.clone())
             .header(
                 header::ACCEPT,
-                HeaderValue::from_static("image/avif,image/webp,image/*;q=0.8,*/*;q=0.5"),
+                // No AVIF: this build can only pass AVIF sources through, never resize them.
+                HeaderValue::from_static(
+                    "image/webp,image/jpeg,image/png,image/gif,image/*;q=0.8,*/*;q=0.5",
+                ),
             );
         if let Some(host) = url.host_str() {
             if let Some((_, referer)) = self
