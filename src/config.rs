@@ -347,10 +347,11 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let defaults = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-            key: "(defaults)".into(),
-            message: e.to_string(),
-        })?;
+        let defaults =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                key: "(defaults)".into(),
+                message: e.to_string(),
+            })?;
         let mut env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -359,12 +360,11 @@ impl Config {
         for (var, value) in env {
             apply_env(&mut table, &defaults, &var, &value)?;
         }
-        let mut config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::Env {
+        let mut config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
                 var: format!("{ENV_PREFIX}*"),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         if let Some(listen) = &overrides.listen {
             config.server.listen = listen.clone();
         }
@@ -410,8 +410,8 @@ impl Config {
         }
         for (i, w) in self.rewrite.wrappers.iter().enumerate() {
             let key = format!("rewrite.wrappers[{i}].prefix");
-            let url = url::Url::parse(&w.prefix)
-                .map_err(|e| invalid(&key, format!("not a URL: {e}")))?;
+            let url =
+                url::Url::parse(&w.prefix).map_err(|e| invalid(&key, format!("not a URL: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(invalid(&key, "must be an http(s) URL with a host"));
             }
@@ -420,8 +420,7 @@ impl Config {
             }
         }
         for (i, h) in self.rewrite.direct_hosts.iter().enumerate() {
-            HostPattern::parse(h)
-                .map_err(|m| invalid(&format!("rewrite.direct_hosts[{i}]"), m))?;
+            HostPattern::parse(h).map_err(|m| invalid(&format!("rewrite.direct_hosts[{i}]"), m))?;
         }
         if self.rewrite.max_width == 0 {
             return Err(invalid("rewrite.max_width", "must be at least 1"));
@@ -443,7 +442,10 @@ impl Config {
         }
         self.resolve_pins()?;
         for (key, value) in [
-            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
             ("upstream.timeout_ms", self.upstream.timeout_ms),
             ("upstream.max_bytes", self.upstream.max_bytes),
             ("image.max_src_pixels", self.image.max_src_pixels),
@@ -458,7 +460,10 @@ impl Config {
         if self.upstream.user_agent.is_empty()
             || http::HeaderValue::from_str(&self.upstream.user_agent).is_err()
         {
-            return Err(invalid("upstream.user_agent", "must be a valid header value"));
+            return Err(invalid(
+                "upstream.user_agent",
+                "must be a valid header value",
+            ));
         }
         for (host, value) in &self.upstream.referer {
             if http::HeaderValue::from_str(value).is_err() {
@@ -489,7 +494,10 @@ impl Config {
             return Err(invalid("cache.max_entry_bytes", "must be greater than 0"));
         }
         if http::HeaderValue::from_str(&self.http.cache_control).is_err() {
-            return Err(invalid("http.cache_control", "must be a valid header value"));
+            return Err(invalid(
+                "http.cache_control",
+                "must be a valid header value",
+            ));
         }
         if !self.origin.url.is_empty() {
             let url = url::Url::parse(&self.origin.url)

@@ -281,14 +281,13 @@ impl UrlSigner {
     /// Verifies `{signature}/{options}/{source}` (the request path after the prefix and its
     /// slash). The signature is checked before anything is decoded.
     pub fn verify_path(&self, path: &str) -> Result<ProxyRequest, UrlError> {
-        let (signature, payload) = path
-            .split_once('/')
-            .ok_or(UrlError::Malformed("expected /{signature}/{options}/{source}"))?;
-        let (options, source) = payload
-            .split_once('/')
-            .ok_or(UrlError::Malformed("expected /{signature}/{options}/{source}"))?;
-        if signature.is_empty() || options.is_empty() || source.is_empty() || source.contains('/')
-        {
+        let (signature, payload) = path.split_once('/').ok_or(UrlError::Malformed(
+            "expected /{signature}/{options}/{source}",
+        ))?;
+        let (options, source) = payload.split_once('/').ok_or(UrlError::Malformed(
+            "expected /{signature}/{options}/{source}",
+        ))?;
+        if signature.is_empty() || options.is_empty() || source.is_empty() || source.contains('/') {
             return Err(UrlError::Malformed(
                 "expected /{signature}/{options}/{source}",
             ));
@@ -342,7 +341,10 @@ mod tests {
     #[test]
     fn non_canonical_and_bad_options_are_rejected() {
         for s in [
-            "0640x0", "640x480,cover,q75", "640x480,dpr1", "640x480,webp,cover",
+            "0640x0",
+            "640x480,cover,q75",
+            "640x480,dpr1",
+            "640x480,webp,cover",
         ] {
             assert!(
                 matches!(Options::parse(s), Err(UrlError::NonCanonical { .. })),
@@ -350,9 +352,22 @@ mod tests {
             );
         }
         for s in [
-            "", "640", "x480", "640x", "99999x1", "640x480,q0", "640x480,q101", "640x480,gif",
-            "640x480,cover,cover", "640x480,jpeg,png", "640x480,dpr5", "640x480,", "-1x2",
-            "640x480,q", "+640x480", "640X480",
+            "",
+            "640",
+            "x480",
+            "640x",
+            "99999x1",
+            "640x480,q0",
+            "640x480,q101",
+            "640x480,gif",
+            "640x480,cover,cover",
+            "640x480,jpeg,png",
+            "640x480,dpr5",
+            "640x480,",
+            "-1x2",
+            "640x480,q",
+            "+640x480",
+            "640X480",
         ] {
             assert!(Options::parse(s).is_err(), "{s}");
         }
@@ -373,10 +388,7 @@ mod tests {
         assert_eq!(s.verify_path(&tampered), Err(UrlError::BadSignature));
         let other = signer_with(0x22);
         assert_eq!(other.verify_path(path), Err(UrlError::BadSignature));
-        assert!(matches!(
-            s.verify_path("abc"),
-            Err(UrlError::Malformed(_))
-        ));
+        assert!(matches!(s.verify_path("abc"), Err(UrlError::Malformed(_))));
     }
 
     fn signer_with(byte: u8) -> UrlSigner {
