@@ -189,8 +189,9 @@ mod tests {
         let v = "a.jpg 1x, b,c.jpg 2x,d.jpg,e.jpg 640w, f.jpg (x, y) 3x";
         let c = parse_srcset(v);
         let urls: Vec<&str> = c.iter().map(|c| &v[c.url.clone()]).collect();
-        assert_eq!(urls, ["a.jpg", "b,c.jpg", "d.jpg", "e.jpg", "f.jpg"]);
-        assert_eq!(c[3].width(v), Some(640));
+        // A URL runs to whitespace, so an unspaced comma does not split candidates.
+        assert_eq!(urls, ["a.jpg", "b,c.jpg", "d.jpg,e.jpg", "f.jpg"]);
+        assert_eq!(c[2].width(v), Some(640));
         assert_eq!(&v[c[1].descriptor.clone()], " 2x");
     }
 }
