@@ -24,11 +24,13 @@ fn write_document(path: &std::path::Path, bytes: usize) -> usize {
 
 /// Runs `imgrelay rewrite` over `input` via stdin/stdout; returns (peak RSS in KB, output bytes).
 fn peak_rss_kb(env: &common::Env, input: &std::path::Path) -> (i64, usize) {
+    // Reaped with wait4 below, which also reports the peak RSS.
+    #[allow(clippy::zombie_processes)]
     let mut child = common::bin()
         .args(["rewrite", "--config", env.config.to_str().unwrap()])
         .stdin(Stdio::from(std::fs::File::open(input).unwrap()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
