@@ -2,10 +2,12 @@
 //! through public CORS proxies.
 
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod fetch;
 pub mod hosts;
 pub mod pipeline;
+pub mod rewrite;
 pub mod server;
 pub mod signing;
 pub mod urls;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use imgrelay::cli::{rewrite, sign};
 use imgrelay::config::{Config, Overrides};
+use imgrelay::urls::Format;
 
 mod serve;
 
@@ -50,6 +52,42 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
     },
+    /// Rewrite wrapped image URLs in HTML pages and Hexo posts (stdin to stdout without FILE).
+    Rewrite {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Replace each FILE with its rewritten version.
+        #[arg(long, conflicts_with = "out")]
+        in_place: bool,
+        /// Write each rewritten FILE into DIR under its own name.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write one JSON object per image reference found to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the proxied URL for an upstream or wrapped URL (one per stdin line without URL).
+    Sign {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Target box, e.g. 640x0 (0 = unconstrained).
+        #[arg(long, value_name = "WxH", value_parser = sign::parse_size)]
+        size: Option<(u32, u32)>,
+        /// Force an output format: jpeg, png, webp or avif.
+        #[arg(long, value_name = "F")]
+        format: Option<Format>,
+        url: Option<String>,
+    },
+}
+
+/// Loads the config or reports why not (exit 2).
+fn load(config: &ConfigArg) -> Result<Config, ExitCode> {
+    config.load(&Overrides::default()).map_err(|e| {
+        eprintln!("imgrelay: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
@@ -85,5 +123,32 @@ fn main() -> ExitCode {
             };
             serve::run(cfg)
         }
+        Command::Rewrite {
+            config,
+            in_place,
+            out,
+            report,
+            files,
+        } => match load(&config) {
+            Ok(cfg) => rewrite::run(
+                &cfg,
+                rewrite::RewriteArgs {
+                    in_place,
+                    out,
+                    report,
+                    files,
+                },
+            ),
+            Err(code) => code,
+        },
+        Command::Sign {
+            config,
+            size,
+            format,
+            url,
+        } => match load(&config) {
+            Ok(cfg) => sign::run(&cfg, sign::SignArgs { size, format, url }),
+            Err(code) => code,
+        },
     }
 }

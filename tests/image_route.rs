@@ -77,12 +77,7 @@ async fn serves_variants_with_http_caching_headers() {
     assert_eq!(origin.hits("/photo-640x422.jpg"), 1);
 
     // One log line per request, with status and cache outcome.
-    let logs = server.logs();
-    assert!(
-        logs.iter()
-            .any(|l| l.contains("status=200") && l.contains("cache=HIT")),
-        "{logs:?}"
-    );
+    server.wait_for_log(|l| l.contains("status=200") && l.contains("cache=HIT"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,6 +381,21 @@ async fn variant_cache_stays_within_its_byte_budget() {
         1,
         "the source stayed cached"
     );
+
+    // Larger than cache.max_entry_bytes: served every time, never kept.
+    let big = server.path(&upstream("photo-1280x960.jpg"), "1200x0,png");
+    for _ in 0..2 {
+        let r = server.get(&big).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.len() > 400_000, "{}", r.body.len());
+        assert_eq!(r.header("x-cache"), "MISS");
+    }
+    assert!(
+        server
+            .metric("imgrelay_cache_oversize_total{cache=\"variants\"}")
+            .await
+            >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,12 +488,8 @@ async fn speaks_http2_and_logs_json() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-cache"], "MISS");
 
-    let logs = server.logs();
-    let request_line = logs
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "request")
-        .unwrap_or_else(|| panic!("no JSON request line in {logs:?}"));
+    let line = server.wait_for_log(|l| l.contains("\"message\":\"request\""));
+    let request_line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(request_line["fields"]["status"], 200);
     assert_eq!(request_line["fields"]["cache"], "MISS");
     assert_eq!(request_line["fields"]["method"], "GET");

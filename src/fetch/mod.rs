@@ -207,11 +207,16 @@ impl Fetcher {
     }
 
     fn request(&self, url: &Url) -> Result<Request<Empty<Bytes>>, FetchError> {
-        let mut builder = Request::get(url.as_str())
+        // A fragment is never sent to a server.
+        let target = &url[..url::Position::AfterQuery];
+        let mut builder = Request::get(target)
             .header(header::USER_AGENT, self.settings.user_agent.clone())
             .header(
                 header::ACCEPT,
-                HeaderValue::from_static("image/avif,image/webp,image/*;q=0.8,*/*;q=0.5"),
+                // No AVIF: this build can only pass AVIF sources through, never resize them.
+                HeaderValue::from_static(
+                    "image/webp,image/jpeg,image/png,image/gif,image/*;q=0.8,*/*;q=0.5",
+                ),
             );
         if let Some(host) = url.host_str() {
             if let Some((_, referer)) = self
@@ -306,4 +311,71 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher(allowed: &[&str]) -> Fetcher {
+        let settings = FetchSettings {
+            allowed_hosts: HostSet::new(&allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            max_bytes: 1000,
+            max_redirects: 2,
+            timeout: Duration::from_secs(1),
+            user_agent: HeaderValue::from_static("imgrelay"),
+            referer: vec![(
+                "hotlink.example".into(),
+                HeaderValue::from_static("https://blog.example/"),
+            )],
+        };
+        let connector =
+            GuardedConnector::new(Default::default(), false, Duration::from_millis(100));
+        Fetcher::new(connector, settings)
+    }
+
+    #[test]
+    fn every_hop_is_checked() {
+        let f = fetcher(&["*.example"]);
+        let ok = |s: &str| f.check_url(&Url::parse(s).unwrap());
+        assert!(ok("https://img.example/a.jpg").is_ok());
+        assert!(matches!(
+            ok("https://other.test/a.jpg"),
+            Err(FetchError::HostNotAllowed(_))
+        ));
+        assert!(matches!(
+            ok("ftp://img.example/a.jpg"),
+            Err(FetchError::BadUrl(_))
+        ));
+        assert!(matches!(
+            ok("http://u:p@img.example/a.jpg"),
+            Err(FetchError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn requests_carry_fixed_headers_and_no_fragment() {
+        let f = fetcher(&[]);
+        let req = f
+            .request(&Url::parse("http://hotlink.example/a%20b.jpg?x=1#frag").unwrap())
+            .unwrap();
+        assert_eq!(req.uri(), "http://hotlink.example/a%20b.jpg?x=1");
+        assert_eq!(req.headers()[header::USER_AGENT], "imgrelay");
+        assert_eq!(req.headers()[header::REFERER], "https://blog.example/");
+        let req = f
+            .request(&Url::parse("http://other.example/a.jpg").unwrap())
+            .unwrap();
+        assert!(!req.headers().contains_key(header::REFERER));
+        assert!(!req.headers().contains_key(header::COOKIE));
+    }
+
+    #[tokio::test]
+    async fn forbidden_addresses_surface_as_403() {
+        let err = fetcher(&[])
+            .fetch(&Url::parse("http://127.0.0.1:9/x.jpg").unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::Forbidden("127.0.0.1".into()));
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    }
 }

@@ -88,8 +88,9 @@ impl AppState {
             .strip_prefix('/')
     }
 
-    /// Dispatches one request to its route.
-    pub async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
+    /// Dispatches one request to its route. The request is owned so that routes which stream
+    /// the request body (a page proxy, the rewriter) can take it.
+    pub async fn route<B>(&self, req: Request<B>) -> Response<Body> {
         let path = req.uri().path();
         let result = match self.classify(path) {
             Route::Image => match self.image_path(path) {
@@ -119,17 +120,18 @@ impl AppState {
     async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
         let route = self.classify(req.uri().path());
-        let response = self.route(&req).await;
+        let method = req.method().clone();
+        let path: String = req.uri().path().chars().take(LOGGED_PATH_CHARS).collect();
+        let response = self.route(req).await;
         let status = response.status().as_u16();
         self.metrics.request(route.name(), status);
-        let path: String = req.uri().path().chars().take(LOGGED_PATH_CHARS).collect();
         let cache = response
             .headers()
             .get("x-cache")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         tracing::info!(
-            method = %req.method(),
+            method = %method,
             path = %path,
             status,
             ms = started.elapsed().as_millis() as u64,

@@ -1,0 +1,28 @@
+//! Command implementations behind `src/main.rs`.
+
+pub mod rewrite;
+pub mod sign;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::rewrite::RewriteContext;
+use crate::signing::KeyRing;
+
+/// Exit status for bad usage (and config errors).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when work failed.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Reads the signing keys and builds the rewrite context, or says why not.
+pub fn context(config: &Config) -> Result<Arc<RewriteContext>, ExitCode> {
+    let keys = KeyRing::load(&config.signing).map_err(|e| {
+        eprintln!("imgrelay: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })?;
+    RewriteContext::new(config, keys).map_err(|e| {
+        eprintln!("imgrelay: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}

@@ -1,0 +1,281 @@
+//! `imgrelay rewrite`: the streaming rewriter over files or stdin.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::rewrite::{DocKind, RefReport, RewriteContext, Rewriter, Summary};
+
+use super::{EXIT_FAILED, EXIT_USAGE};
+
+const CHUNK: usize = 64 * 1024;
+
+pub struct RewriteArgs {
+    pub in_place: bool,
+    pub out: Option<PathBuf>,
+    pub report: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Where one document's output goes.
+enum Target {
+    Stdout,
+    /// Written to a temporary file next to `dest`, renamed over it when complete.
+    File {
+        dest: PathBuf,
+    },
+}
+
+#[derive(Serialize)]
+struct ReportLine<'a> {
+    file: &'a str,
+    #[serde(flatten)]
+    entry: &'a RefReport,
+}
+
+pub fn run(config: &Config, args: RewriteArgs) -> ExitCode {
+    if let Err(message) = check_usage(&args) {
+        eprintln!("imgrelay rewrite: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let ctx = match super::context(config) {
+        Ok(ctx) => ctx,
+        Err(code) => return code,
+    };
+    let mut report = match &args.report {
+        Some(path) => match File::create(path) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!(
+                    "imgrelay rewrite: cannot create report {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+        None => None,
+    };
+    if let Some(dir) = &args.out {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("imgrelay rewrite: cannot create {}: {e}", dir.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    let collect = report.is_some();
+    let mut failed = 0usize;
+    if args.files.is_empty() {
+        let stdin = std::io::stdin();
+        let outcome = process(&ctx, &mut stdin.lock(), &Target::Stdout, collect);
+        failed += finish("-", outcome, report.as_mut());
+    } else {
+        let progress = args.files.len() > 1 && std::io::stderr().is_terminal();
+        let total = args.files.len();
+        for (i, path) in args.files.iter().enumerate() {
+            let name = path.display().to_string();
+            if progress {
+                eprint!("\r\x1b[K[{}/{total}] {name}", i + 1);
+            }
+            let target = if args.in_place {
+                Target::File { dest: path.clone() }
+            } else if let Some(dir) = &args.out {
+                Target::File {
+                    dest: dir.join(path.file_name().unwrap_or(path.as_os_str())),
+                }
+            } else {
+                Target::Stdout
+            };
+            let outcome = match File::open(path) {
+                Ok(mut f) => process(&ctx, &mut f, &target, collect),
+                Err(e) => Err(format!("cannot read: {e}")),
+            };
+            if progress && outcome.is_err() {
+                eprintln!();
+            }
+            failed += finish(&name, outcome, report.as_mut());
+        }
+        if progress {
+            eprintln!("\r\x1b[K{} of {total} files rewritten", total - failed);
+        }
+    }
+    if let Some(mut r) = report {
+        if let Err(e) = r.flush() {
+            eprintln!("imgrelay rewrite: cannot write report: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check_usage(args: &RewriteArgs) -> Result<(), String> {
+    if args.in_place && args.out.is_some() {
+        return Err("--in-place and --out cannot be combined".into());
+    }
+    let to_files = args.in_place || args.out.is_some();
+    if to_files && args.files.is_empty() {
+        return Err("--in-place and --out need FILE arguments (stdin goes to stdout)".into());
+    }
+    if !to_files && args.files.len() > 1 {
+        return Err("several files need --in-place or --out DIR".into());
+    }
+    if args.out.is_some() {
+        let mut seen = HashSet::new();
+        for f in &args.files {
+            let name = f
+                .file_name()
+                .ok_or_else(|| format!("{} is not a file name", f.display()))?;
+            if !seen.insert(name.to_owned()) {
+                return Err(format!(
+                    "two inputs named {} would overwrite each other in --out",
+                    name.to_string_lossy()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reports one document's outcome; returns 1 when it failed.
+fn finish(
+    name: &str,
+    outcome: Result<Summary, String>,
+    report: Option<&mut std::io::BufWriter<File>>,
+) -> usize {
+    match outcome {
+        Ok(summary) => {
+            if let Some(p) = &summary.passthrough {
+                eprintln!("imgrelay rewrite: {name}: {p}");
+            }
+            if let Some(r) = report {
+                for entry in &summary.refs {
+                    let line = ReportLine { file: name, entry };
+                    let written = serde_json::to_writer(&mut *r, &line)
+                        .map_err(std::io::Error::other)
+                        .and_then(|_| r.write_all(b"\n"));
+                    if let Err(e) = written {
+                        eprintln!("imgrelay rewrite: cannot write report: {e}");
+                        return 1;
+                    }
+                }
+            }
+            0
+        }
+        Err(message) => {
+            eprintln!("imgrelay rewrite: {name}: {message}");
+            1
+        }
+    }
+}
+
+/// A temporary output file that is removed unless committed.
+struct TempOut {
+    path: PathBuf,
+    dest: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+}
+
+impl TempOut {
+    fn create(dest: &Path) -> std::io::Result<TempOut> {
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let path = dir.join(format!(".{name}.imgrelay-{}.tmp", std::process::id()));
+        let file = File::create(&path)?;
+        if let Ok(meta) = std::fs::metadata(dest) {
+            let _ = std::fs::set_permissions(&path, meta.permissions());
+        }
+        Ok(TempOut {
+            path,
+            dest: dest.to_path_buf(),
+            file: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    fn commit(mut self) -> std::io::Result<()> {
+        if let Some(mut f) = self.file.take() {
+            f.flush()?;
+            f.get_ref().sync_all()?;
+        }
+        std::fs::rename(&self.path, &self.dest)
+    }
+}
+
+impl Drop for TempOut {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Streams one document through the rewriter into `target`.
+fn process(
+    ctx: &Arc<RewriteContext>,
+    input: &mut dyn Read,
+    target: &Target,
+    collect: bool,
+) -> Result<Summary, String> {
+    let stdout = std::io::stdout();
+    let mut temp = None;
+    let mut writer: Box<dyn Write> = match target {
+        Target::Stdout => Box::new(std::io::BufWriter::with_capacity(CHUNK, stdout.lock())),
+        Target::File { dest } => {
+            let t = TempOut::create(dest)
+                .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+            temp = Some(t);
+            Box::new(std::io::sink())
+        }
+    };
+    let mut write_error: Option<std::io::Error> = None;
+    let summary = {
+        let out: &mut dyn Write = match temp.as_mut().and_then(|t| t.file.as_mut()) {
+            Some(f) => f,
+            None => &mut writer,
+        };
+        let sink = |bytes: &[u8]| {
+            if write_error.is_none() {
+                if let Err(e) = out.write_all(bytes) {
+                    write_error = Some(e);
+                }
+            }
+        };
+        let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink).collect_report(collect);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("cannot read: {e}")),
+            };
+            rw.write(&buf[..n]).map_err(|e| e.to_string())?;
+        }
+        rw.end().map_err(|e| e.to_string())?
+    };
+    if let Some(e) = write_error {
+        return Err(format!("cannot write output: {e}"));
+    }
+    writer
+        .flush()
+        .map_err(|e| format!("cannot write output: {e}"))?;
+    if let Some(t) = temp {
+        let dest = t.dest.clone();
+        t.commit()
+            .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    }
+    Ok(summary)
+}

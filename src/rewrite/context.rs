@@ -1,0 +1,156 @@
+//! Everything a document rewrite needs that is fixed for the process: signer, policy, hosts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use url::Url;
+
+use super::wrappers::WrapperSet;
+use super::RewriteError;
+use crate::config::{Config, RewriteConfig};
+use crate::hosts::HostSet;
+use crate::signing::KeyRing;
+use crate::urls::{parse_source, Options, UrlSigner};
+
+/// What to do with one URL found in a rewritable place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Rewrite(Url),
+    Keep(&'static str),
+    Skip(String),
+}
+
+/// Built once from [`Config`] and the [`KeyRing`]; shared by every document rewrite.
+#[derive(Debug)]
+pub struct RewriteContext {
+    signer: UrlSigner,
+    config: RewriteConfig,
+    wrappers: WrapperSet,
+    direct_hosts: HostSet,
+    /// Prepended to proxied URLs where an absolute URL is required (`og:image`): set when
+    /// `public_prefix` is a path and `public_base_url` is configured.
+    absolute_base: Option<String>,
+}
+
+impl RewriteContext {
+    pub fn new(config: &Config, keys: KeyRing) -> Result<Arc<RewriteContext>, RewriteError> {
+        let wrappers = WrapperSet::new(&config.rewrite.wrappers).map_err(RewriteError::Config)?;
+        let prefix = &config.server.public_prefix;
+        let base = config.server.public_base_url.trim_end_matches('/');
+        let absolute_base = (prefix.starts_with('/') && !base.is_empty()).then(|| base.to_string());
+        Ok(Arc::new(RewriteContext {
+            signer: UrlSigner::new(keys, prefix),
+            config: config.rewrite.clone(),
+            wrappers,
+            direct_hosts: HostSet::new(&config.rewrite.direct_hosts),
+            absolute_base,
+        }))
+    }
+
+    pub fn config(&self) -> &RewriteConfig {
+        &self.config
+    }
+
+    pub fn signer(&self) -> &UrlSigner {
+        &self.signer
+    }
+
+    /// Decides about one URL after markup decoding (entities, YAML quoting).
+    pub fn decide(&self, value: &str) -> Decision {
+        let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
+        if let Some(inner) = self.wrappers.unwrap(value) {
+            return match inner {
+                Ok(inner) => match upstream(&inner) {
+                    Ok(url) => Decision::Rewrite(url),
+                    Err(reason) => Decision::Skip(reason),
+                },
+                Err(e) => Decision::Skip(e.reason().to_string()),
+            };
+        }
+        if value.is_empty() {
+            return Decision::Keep("empty URL");
+        }
+        if starts_with_ignore_case(value, "data:") {
+            return Decision::Keep("data: URL");
+        }
+        let absolute = value.starts_with("//")
+            || value.find(':').is_some_and(|i| {
+                i > 0
+                    && value[..i]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            });
+        if !absolute {
+            return Decision::Keep("relative URL");
+        }
+        if !self.direct_hosts.is_empty() {
+            if let Ok(url) = upstream(value) {
+                if url.host_str().is_some_and(|h| self.direct_hosts.matches(h)) {
+                    return Decision::Rewrite(url);
+                }
+            }
+        }
+        Decision::Keep("not wrapped")
+    }
+
+    /// The upstream for a URL given on its own (`imgrelay sign`): wrapped URLs are unwrapped,
+    /// anything else must itself be an absolute http(s) URL.
+    pub fn upstream_of(&self, value: &str) -> Result<Url, String> {
+        match self.decide(value) {
+            Decision::Rewrite(url) => Ok(url),
+            Decision::Skip(reason) => Err(reason),
+            Decision::Keep(_) => upstream(value),
+        }
+    }
+
+    /// Makes a proxied URL absolute where the markup needs one (`og:image` …).
+    pub fn absolute(&self, proxied: String) -> String {
+        match &self.absolute_base {
+            Some(base) => format!("{base}{proxied}"),
+            None => proxied,
+        }
+    }
+
+    /// Options for a reference without a usable size hint.
+    pub fn unsized_options(&self) -> Options {
+        Options::sized(self.config.max_width, 0)
+    }
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// The absolute upstream URL for an inner URL; protocol-relative URLs get `https:`.
+fn upstream(inner: &str) -> Result<Url, String> {
+    let inner = inner.trim_matches(|c: char| c.is_ascii_whitespace());
+    let parsed = if inner.starts_with("//") {
+        parse_source(&format!("https:{inner}"))
+    } else {
+        parse_source(inner)
+    };
+    parsed.map_err(|e| format!("inner URL unusable: {e}"))
+}
+
+/// Signs URLs for one document, remembering recent results so repeated images cost one HMAC.
+#[derive(Debug, Default)]
+pub struct SignMemo {
+    entries: HashMap<(Url, Options), Arc<str>>,
+}
+
+/// Entries kept per document; beyond it the memo starts over (memory stays bounded).
+const MEMO_ENTRIES: usize = 512;
+
+impl SignMemo {
+    pub fn sign(&mut self, ctx: &RewriteContext, url: &Url, options: Options) -> Arc<str> {
+        if let Some(hit) = self.entries.get(&(url.clone(), options)) {
+            return hit.clone();
+        }
+        if self.entries.len() >= MEMO_ENTRIES {
+            self.entries.clear();
+        }
+        let signed: Arc<str> = ctx.signer.url_for(url, &options).into();
+        self.entries.insert((url.clone(), options), signed.clone());
+        signed
+    }
+}

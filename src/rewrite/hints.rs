@@ -1,0 +1,197 @@
+//! Size hints (`data-size="W,H"`), the target box they give, and `srcset` lists.
+
+use std::ops::Range;
+
+use serde::Serialize;
+
+use crate::urls::MAX_DIMENSION;
+
+/// What an element's `data-size` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SizeStatus {
+    Ok,
+    /// Accepted, but written with whitespace around the numbers.
+    Whitespace,
+    Malformed,
+    Zero,
+    OutOfRange,
+}
+
+/// A parsed `data-size` hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeHint {
+    pub status: SizeStatus,
+    /// Present for `Ok` and `Whitespace`.
+    pub size: Option<(u32, u32)>,
+}
+
+impl SizeHint {
+    /// Parses `W,H`: digits only, each 1..=65535; ASCII whitespace around the numbers is
+    /// tolerated and reported.
+    pub fn parse(raw: &str) -> SizeHint {
+        let invalid = |status| SizeHint { status, size: None };
+        let Some((w, h)) = raw.split_once(',') else {
+            return invalid(SizeStatus::Malformed);
+        };
+        let (wt, ht) = (
+            w.trim_matches(|c: char| c.is_ascii_whitespace()),
+            h.trim_matches(|c: char| c.is_ascii_whitespace()),
+        );
+        let number = |s: &str| -> Option<u64> {
+            if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        };
+        let (Some(wn), Some(hn)) = (number(wt), number(ht)) else {
+            return invalid(SizeStatus::Malformed);
+        };
+        if wn == 0 || hn == 0 {
+            return invalid(SizeStatus::Zero);
+        }
+        let max = u64::from(MAX_DIMENSION);
+        if wn > max || hn > max {
+            return invalid(SizeStatus::OutOfRange);
+        }
+        let status = if wt.len() == w.len() && ht.len() == h.len() {
+            SizeStatus::Ok
+        } else {
+            SizeStatus::Whitespace
+        };
+        SizeHint {
+            status,
+            size: Some((wn as u32, hn as u32)),
+        }
+    }
+}
+
+/// The intrinsic size capped to `max_width`, keeping the aspect ratio (height at least 1).
+pub fn target_size((w, h): (u32, u32), max_width: u32) -> (u32, u32) {
+    if w <= max_width {
+        return (w, h);
+    }
+    let th = (u64::from(h) * u64::from(max_width) + u64::from(w) / 2) / u64::from(w);
+    (max_width, th.max(1) as u32)
+}
+
+/// Widths for a generated `srcset`: the configured ones below the target, then the target.
+pub fn srcset_widths(configured: &[u32], target_width: u32) -> impl Iterator<Item = u32> + '_ {
+    configured
+        .iter()
+        .copied()
+        .filter(move |&w| w < target_width)
+        .chain(std::iter::once(target_width))
+}
+
+/// One candidate of a `srcset` value: byte ranges of its URL and descriptor in the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub url: Range<usize>,
+    pub descriptor: Range<usize>,
+}
+
+impl Candidate {
+    /// The width a `Nw` descriptor names.
+    pub fn width(&self, value: &str) -> Option<u32> {
+        let d = value[self.descriptor.clone()].trim();
+        d.strip_suffix(['w', 'W'])?.parse().ok().filter(|&w| w > 0)
+    }
+}
+
+/// Splits a `srcset` value into candidates following the HTML parsing rules (URLs end at
+/// whitespace; a trailing comma on a URL separates candidates; descriptors end at a comma
+/// outside parentheses).
+pub fn parse_srcset(value: &str) -> Vec<Candidate> {
+    let b = value.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let is_ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c');
+    while i < b.len() {
+        while i < b.len() && (is_ws(b[i]) || b[i] == b',') {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        while i < b.len() && !is_ws(b[i]) {
+            i += 1;
+        }
+        let mut end = i;
+        let mut url_ended_with_comma = false;
+        while end > start && b[end - 1] == b',' {
+            end -= 1;
+            url_ended_with_comma = true;
+        }
+        let d_start = i;
+        if !url_ended_with_comma {
+            let mut depth = 0u32;
+            while i < b.len() {
+                match b[i] {
+                    b'(' => depth += 1,
+                    b')' => depth = depth.saturating_sub(1),
+                    b',' if depth == 0 => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        let d_end = i.max(d_start);
+        if end > start {
+            out.push(Candidate {
+                url: start..end,
+                descriptor: d_start..d_end,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_size_grammar() {
+        let ok = |s: &str| SizeHint::parse(s);
+        assert_eq!(ok("640,422").size, Some((640, 422)));
+        assert_eq!(ok("640,422").status, SizeStatus::Ok);
+        assert_eq!(ok(" 640 , 422 ").status, SizeStatus::Whitespace);
+        assert_eq!(ok(" 640 , 422 ").size, Some((640, 422)));
+        for bad in [
+            "640,",
+            "abc",
+            "640x422",
+            "640,422,3",
+            "-640,422",
+            "640.5,422",
+            "",
+        ] {
+            assert_eq!(ok(bad).status, SizeStatus::Malformed, "{bad}");
+        }
+        assert_eq!(ok("0,0").status, SizeStatus::Zero);
+        assert_eq!(ok("99999,99999").status, SizeStatus::OutOfRange);
+        assert_eq!(ok("99999999999999999999,1").status, SizeStatus::Malformed);
+    }
+
+    #[test]
+    fn target_caps_width_keeping_aspect() {
+        assert_eq!(target_size((640, 422), 1280), (640, 422));
+        assert_eq!(target_size((4000, 3000), 1280), (1280, 960));
+        assert_eq!(target_size((10000, 1), 1280), (1280, 1));
+        let widths: Vec<u32> = srcset_widths(&[320, 640, 960, 1280], 640).collect();
+        assert_eq!(widths, [320, 640]);
+    }
+
+    #[test]
+    fn srcset_candidates() {
+        let v = "a.jpg 1x, b,c.jpg 2x,d.jpg,e.jpg 640w, f.jpg (x, y) 3x";
+        let c = parse_srcset(v);
+        let urls: Vec<&str> = c.iter().map(|c| &v[c.url.clone()]).collect();
+        // A URL runs to whitespace, so an unspaced comma does not split candidates.
+        assert_eq!(urls, ["a.jpg", "b,c.jpg", "d.jpg,e.jpg", "f.jpg"]);
+        assert_eq!(c[2].width(v), Some(640));
+        assert_eq!(&v[c[1].descriptor.clone()], " 2x");
+    }
+}

@@ -1,0 +1,423 @@
+//! lol_html element handlers: which attributes hold image URLs and how each is rewritten.
+//!
+//! Handlers only see elements, so text, comments, `<script>`, `<style>` and `<pre>` content
+//! can never be touched. Attribute values arrive raw (entities intact): URLs are decoded
+//! before they are judged, and untouched parts of a value are written back raw.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lol_html::send::{Element, ElementContentHandlers, Settings};
+use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
+use url::Url;
+
+use super::context::{Decision, RewriteContext, SignMemo};
+use super::entities;
+use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint, SizeStatus};
+use super::report::{Action, Counts, HintReport, RefReport};
+use crate::urls::Options;
+
+/// Per-document state shared by the handlers.
+#[derive(Debug)]
+pub struct DocState {
+    pub ctx: Arc<RewriteContext>,
+    pub memo: SignMemo,
+    pub images_seen: usize,
+    pub counts: Counts,
+    pub report: Option<Vec<RefReport>>,
+}
+
+/// A hint with its raw text, for reports.
+type Hint<'a> = Option<(&'a str, SizeHint)>;
+
+impl DocState {
+    pub fn new(ctx: Arc<RewriteContext>, collect_report: bool) -> DocState {
+        DocState {
+            ctx,
+            memo: SignMemo::default(),
+            images_seen: 0,
+            counts: Counts::default(),
+            report: collect_report.then(Vec::new),
+        }
+    }
+
+    /// Counts one reference and, when reports are collected, describes it.
+    pub fn record(
+        &mut self,
+        place: impl FnOnce() -> String,
+        original: &str,
+        action: Action,
+        reason: Cow<'static, str>,
+        upstream: Option<&Url>,
+        hint: Hint<'_>,
+    ) {
+        self.counts.add(action);
+        if let Some(report) = &mut self.report {
+            let reason = match hint {
+                Some((_, h)) if h.status != SizeStatus::Ok => {
+                    Cow::Owned(format!("{reason}; data-size {}", hint_note(h.status)))
+                }
+                _ => reason,
+            };
+            report.push(RefReport {
+                place: place(),
+                original: original.to_string(),
+                action,
+                reason,
+                upstream: upstream.map(|u| u.as_str().to_string()),
+                size_hint: hint.map(|(raw, h)| HintReport::new(raw, &h)),
+            });
+        }
+    }
+
+    /// Judges one raw URL, records it, and returns the upstream and proxied URL to write.
+    fn resolve(
+        &mut self,
+        place: impl FnOnce() -> String,
+        raw: &str,
+        options: Options,
+        hint: Hint<'_>,
+    ) -> Option<(Url, Arc<str>)> {
+        let decoded = entities::decode(raw);
+        match self.ctx.decide(&decoded) {
+            Decision::Rewrite(url) => {
+                let ctx = self.ctx.clone();
+                let proxied = self.memo.sign(&ctx, &url, options);
+                self.record(
+                    place,
+                    raw,
+                    Action::Rewritten,
+                    "rewritten".into(),
+                    Some(&url),
+                    hint,
+                );
+                Some((url, proxied))
+            }
+            Decision::Keep(reason) => {
+                self.record(place, raw, Action::Kept, reason.into(), None, hint);
+                None
+            }
+            Decision::Skip(reason) => {
+                self.record(place, raw, Action::Skipped, reason.into(), None, hint);
+                None
+            }
+        }
+    }
+}
+
+fn hint_note(status: SizeStatus) -> &'static str {
+    match status {
+        SizeStatus::Ok => "ok",
+        SizeStatus::Whitespace => "has whitespace (accepted)",
+        SizeStatus::Malformed => "malformed (ignored)",
+        SizeStatus::Zero => "is zero (ignored)",
+        SizeStatus::OutOfRange => "out of range (ignored)",
+    }
+}
+
+fn lock(state: &Mutex<DocState>) -> MutexGuard<'_, DocState> {
+    // A panic cannot happen inside the handlers, but a poisoned lock must not become one.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn place(el: &Element<'_, '_>, attr: &str) -> String {
+    format!("{}[{attr}]", el.tag_name())
+}
+
+/// lol_html settings wired to `state`.
+pub fn settings(
+    state: Arc<Mutex<DocState>>,
+    encoding: AsciiCompatibleEncoding,
+    adjust_charset_on_meta: bool,
+    max_memory: usize,
+) -> Settings<'static, 'static> {
+    let mut settings = Settings::new_send()
+        .with_encoding(encoding)
+        .with_strict(false)
+        .with_adjust_charset_on_meta_tag(adjust_charset_on_meta)
+        .with_memory_settings(
+            MemorySettings::new()
+                .with_max_allowed_memory_usage(max_memory)
+                .with_graceful_bail_out_on_memory_limit_exceeded(true),
+        );
+    type Handler = fn(&mut DocState, &mut Element<'_, '_>);
+    let handlers: [(&str, Handler); 6] = [
+        ("img", on_img),
+        ("source", on_source),
+        ("a[href]", on_a),
+        ("link[href]", on_link),
+        ("meta[content]", on_meta),
+        ("[style]", on_style),
+    ];
+    for (selector, handler) in handlers {
+        let Ok(selector) = selector.parse::<Selector>() else {
+            continue;
+        };
+        let state = state.clone();
+        let element = move |el: &mut Element<'_, '_>| -> HandlerResult {
+            handler(&mut lock(&state), el);
+            Ok(())
+        };
+        settings = settings.append_element_content_handler((
+            Cow::Owned(selector),
+            ElementContentHandlers::default().element(element),
+        ));
+    }
+    settings
+}
+
+/// Rewrites a single-URL attribute; returns the upstream when it was rewritten.
+fn url_attr(
+    st: &mut DocState,
+    el: &mut Element<'_, '_>,
+    attr: &str,
+    options: Options,
+    hint: Hint<'_>,
+    absolute: bool,
+) -> Option<Url> {
+    let raw = el.get_attribute(attr)?;
+    let (url, proxied) = st.resolve(|| place(el, attr), &raw, options, hint)?;
+    let value = if absolute {
+        Cow::Owned(st.ctx.absolute(proxied.to_string()))
+    } else {
+        Cow::Borrowed(&*proxied)
+    };
+    el.set_attribute(attr, &value).ok()?;
+    Some(url)
+}
+
+/// Rewrites the candidates of a srcset-like attribute in place; returns whether any changed.
+fn srcset_attr(
+    st: &mut DocState,
+    el: &mut Element<'_, '_>,
+    attr: &str,
+    options: Options,
+    hint: Hint<'_>,
+) -> bool {
+    let Some(raw) = el.get_attribute(attr) else {
+        return false;
+    };
+    let max_width = st.ctx.config().max_width;
+    let mut out = String::new();
+    let mut last = 0;
+    for c in parse_srcset(&raw) {
+        let opts = c
+            .width(&raw)
+            .map_or(options, |w| Options::sized(w.min(max_width), 0));
+        if let Some((_, proxied)) = st.resolve(|| place(el, attr), &raw[c.url.clone()], opts, hint)
+        {
+            out.push_str(&raw[last..c.url.start]);
+            out.push_str(&proxied);
+            last = c.url.end;
+        }
+    }
+    if last == 0 {
+        return false;
+    }
+    out.push_str(&raw[last..]);
+    el.set_attribute(attr, &out).is_ok()
+}
+
+fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
+    let first = st.images_seen == 0;
+    st.images_seen += 1;
+    let ctx = st.ctx.clone();
+    let cfg = ctx.config();
+    let hint_raw = el.get_attribute("data-size");
+    let hint = hint_raw.as_deref().map(|raw| (raw, SizeHint::parse(raw)));
+    let size = hint
+        .and_then(|(_, h)| h.size)
+        .map(|s| target_size(s, cfg.max_width));
+    let options = size.map_or_else(|| ctx.unsized_options(), |(w, h)| Options::sized(w, h));
+
+    let mut rewritten = false;
+    let mut canonical = None;
+    let mut src_upstream = None;
+    for attr in ["src", "data-src", "data-original"] {
+        let raw = if canonical.is_none() {
+            el.get_attribute(attr)
+        } else {
+            None
+        };
+        if let Some(url) = url_attr(st, el, attr, options, hint, false) {
+            rewritten = true;
+            if attr == "src" {
+                src_upstream = Some(url);
+            }
+            canonical = canonical.or(raw);
+        }
+    }
+    for attr in ["srcset", "data-srcset"] {
+        rewritten |= srcset_attr(st, el, attr, options, hint);
+    }
+    if !rewritten {
+        return;
+    }
+    if let Some((w, h)) = size {
+        if cfg.dimensions && !el.has_attribute("width") && !el.has_attribute("height") {
+            let _ = el.set_attribute("width", &w.to_string());
+            let _ = el.set_attribute("height", &h.to_string());
+        }
+        if let Some(upstream) = src_upstream.filter(|_| !el.has_attribute("srcset")) {
+            let widths: Vec<u32> = srcset_widths(&cfg.srcset_widths, w).collect();
+            if widths.len() > 1 {
+                let mut srcset = String::new();
+                for cw in widths {
+                    let opts = if cw == w {
+                        options
+                    } else {
+                        Options::sized(cw, 0)
+                    };
+                    if !srcset.is_empty() {
+                        srcset.push_str(", ");
+                    }
+                    srcset.push_str(&st.memo.sign(&ctx, &upstream, opts));
+                    srcset.push(' ');
+                    srcset.push_str(&cw.to_string());
+                    srcset.push('w');
+                }
+                let _ = el.set_attribute("srcset", &srcset);
+            }
+        }
+    }
+    if first {
+        if cfg.fetchpriority && !el.has_attribute("fetchpriority") {
+            let _ = el.set_attribute("fetchpriority", "high");
+        }
+    } else if cfg.lazy {
+        if !el.has_attribute("loading") {
+            let _ = el.set_attribute("loading", "lazy");
+        }
+        if !el.has_attribute("decoding") {
+            let _ = el.set_attribute("decoding", "async");
+        }
+    }
+    if let Some(original) = canonical.filter(|_| cfg.canonical_attr) {
+        if !el.has_attribute("data-canonical-src") {
+            // The raw value is already escaped for an attribute; lol_html only escapes quotes.
+            let _ = el.set_attribute("data-canonical-src", &original);
+        }
+    }
+}
+
+fn on_source(st: &mut DocState, el: &mut Element<'_, '_>) {
+    let options = st.ctx.unsized_options();
+    for attr in ["srcset", "data-srcset"] {
+        srcset_attr(st, el, attr, options, None);
+    }
+}
+
+/// Path extensions that make an `<a href>` a link to an image.
+fn is_image_path(path: &str) -> bool {
+    let ext = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e);
+    ext.is_some_and(|e| {
+        ["jpg", "jpeg", "png", "gif", "webp", "avif", "bmp", "jfif"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
+}
+
+fn on_a(st: &mut DocState, el: &mut Element<'_, '_>) {
+    let Some(raw) = el.get_attribute("href") else {
+        return;
+    };
+    // Only links to images are image references; other links are not judged or reported.
+    let decoded = entities::decode(&raw);
+    let Decision::Rewrite(url) = st.ctx.decide(&decoded) else {
+        return;
+    };
+    if !is_image_path(url.path()) {
+        return;
+    }
+    let options = st.ctx.unsized_options();
+    url_attr(st, el, "href", options, None, false);
+}
+
+fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split_ascii_whitespace()
+        .any(|t| t.eq_ignore_ascii_case(token))
+}
+
+fn on_link(st: &mut DocState, el: &mut Element<'_, '_>) {
+    let preload_image = el
+        .get_attribute("rel")
+        .is_some_and(|r| has_token(&r, "preload"))
+        && el
+            .get_attribute("as")
+            .is_some_and(|a| a.trim().eq_ignore_ascii_case("image"));
+    if !preload_image {
+        return;
+    }
+    let options = st.ctx.unsized_options();
+    url_attr(st, el, "href", options, None, false);
+    srcset_attr(st, el, "imagesrcset", options, None);
+}
+
+fn on_meta(st: &mut DocState, el: &mut Element<'_, '_>) {
+    let is = |attr: &str, names: &[&str]| {
+        el.get_attribute(attr)
+            .is_some_and(|v| names.iter().any(|n| v.trim().eq_ignore_ascii_case(n)))
+    };
+    let image = is(
+        "property",
+        &["og:image", "og:image:url", "og:image:secure_url"],
+    ) || is("name", &["twitter:image", "twitter:image:src"])
+        || is("itemprop", &["image"]);
+    if image {
+        let options = st.ctx.unsized_options();
+        url_attr(st, el, "content", options, None, true);
+    }
+}
+
+/// Quote spellings a `url(…)` may use inside a raw attribute value.
+const CSS_QUOTES: [&str; 6] = ["&quot;", "&#34;", "&#39;", "&apos;", "\"", "'"];
+
+fn on_style(st: &mut DocState, el: &mut Element<'_, '_>) {
+    let Some(raw) = el.get_attribute("style") else {
+        return;
+    };
+    let lower = raw.to_ascii_lowercase();
+    if !lower.contains("url(") {
+        return;
+    }
+    let options = st.ctx.unsized_options();
+    let mut out = String::new();
+    let mut last = 0;
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("url(") {
+        let mut start = from + i + 4;
+        while raw[start..].starts_with(|c: char| c.is_ascii_whitespace()) {
+            start += 1;
+        }
+        let quote = CSS_QUOTES.iter().find(|q| raw[start..].starts_with(**q));
+        let end = match quote {
+            Some(q) => {
+                start += q.len();
+                raw[start..].find(*q).map(|e| start + e)
+            }
+            None => raw[start..]
+                .find(')')
+                .map(|e| start + raw[start..start + e].trim_end().len()),
+        };
+        let Some(end) = end else {
+            break;
+        };
+        from = end;
+        if let Some((_, proxied)) =
+            st.resolve(|| place(el, "style"), &raw[start..end], options, None)
+        {
+            out.push_str(&raw[last..start]);
+            out.push_str(&proxied);
+            last = end;
+        }
+    }
+    if last > 0 {
+        out.push_str(&raw[last..]);
+        let _ = el.set_attribute("style", &out);
+    }
+}

@@ -1,0 +1,330 @@
+//! The streaming article rewriter: wrapped image URLs in HTML and Hexo posts become signed
+//! proxy URLs, with size hints turned into `width`/`height`/`srcset`.
+//!
+//! Push-based: feed chunks with [`Rewriter::write`], finish with [`Rewriter::end`]; output
+//! goes to the sink as soon as it is known. Memory is bounded by `rewrite.max_memory_kb`:
+//! beyond it (or on any rewriter error) the rest of the document passes through unchanged,
+//! so a document is never cut.
+
+pub mod charset;
+pub mod context;
+pub mod entities;
+pub mod front_matter;
+pub mod hints;
+pub mod html;
+pub mod report;
+pub mod wrappers;
+
+use std::sync::{Arc, Mutex};
+
+use encoding_rs::Encoding;
+use lol_html::{AsciiCompatibleEncoding, OutputSink};
+
+pub use context::{Decision, RewriteContext};
+pub use report::{Action, Counts, HintReport, RefReport};
+
+use html::DocState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("rewrite config: {0}")]
+    Config(String),
+}
+
+/// What the input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocKind {
+    Html,
+    /// Front matter between `---` lines, then an HTML body.
+    HexoPost,
+    /// A Hexo post when the first line is `---`, else HTML.
+    Auto,
+}
+
+/// Why a document (or its remainder) was passed through unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Passthrough {
+    /// The whole document: its encoding cannot be streamed (UTF-16 …).
+    UnsupportedEncoding(&'static str),
+    /// The whole document: the front matter has no closing `---` line.
+    UnterminatedFrontMatter,
+    /// The whole document: the front matter exceeds the memory cap.
+    FrontMatterTooLarge(usize),
+    /// From some point on: the rewriter hit its memory cap or failed.
+    BailedOut(String),
+}
+
+impl std::fmt::Display for Passthrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Passthrough::UnsupportedEncoding(name) => {
+                write!(
+                    f,
+                    "encoding {name} cannot be rewritten; passed through unchanged"
+                )
+            }
+            Passthrough::UnterminatedFrontMatter => {
+                f.write_str("front matter has no closing `---` line; passed through unchanged")
+            }
+            Passthrough::FrontMatterTooLarge(kb) => {
+                write!(f, "front matter exceeds {kb} KB; passed through unchanged")
+            }
+            Passthrough::BailedOut(e) => {
+                write!(
+                    f,
+                    "rewriting stopped ({e}); the rest passed through unchanged"
+                )
+            }
+        }
+    }
+}
+
+/// The outcome of one document.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub counts: Counts,
+    /// Entries when collection was enabled with [`Rewriter::collect_report`].
+    pub refs: Vec<RefReport>,
+    pub passthrough: Option<Passthrough>,
+    /// The encoding the document was read and written in.
+    pub encoding: &'static Encoding,
+}
+
+impl Summary {
+    /// Whether the rewriter gave up before the end (memory cap, error).
+    pub fn bailed_out(&self) -> bool {
+        matches!(self.passthrough, Some(Passthrough::BailedOut(_)))
+    }
+}
+
+/// lol_html writes here; the rewriter drains it into the caller's sink after each call, so
+/// the caller's sink needs neither `Send` nor `'static`.
+#[derive(Clone, Default)]
+struct Pending(Arc<Mutex<Vec<u8>>>);
+
+impl OutputSink for Pending {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(chunk);
+    }
+}
+
+type Lol = lol_html::send::HtmlRewriter<'static, Pending>;
+
+enum Stage {
+    /// Collecting the first bytes to learn the kind and the encoding.
+    Sniffing(Vec<u8>),
+    /// Collecting the front matter up to its closing line.
+    FrontMatter(Vec<u8>),
+    Html(Box<Lol>),
+    Passthrough,
+}
+
+/// A streaming rewriter for one document. `Send` when the sink is.
+pub struct Rewriter<S: FnMut(&[u8])> {
+    ctx: Arc<RewriteContext>,
+    kind: DocKind,
+    charset_hint: Option<&'static Encoding>,
+    sink: S,
+    stage: Stage,
+    state: Arc<Mutex<DocState>>,
+    pending: Pending,
+    passthrough: Option<Passthrough>,
+    encoding: &'static Encoding,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<S: FnMut(&[u8])> Rewriter<S> {
+    /// `charset_hint` is the transport's charset (HTTP `Content-Type`), if any.
+    pub fn new(
+        ctx: Arc<RewriteContext>,
+        kind: DocKind,
+        charset_hint: Option<&'static Encoding>,
+        sink: S,
+    ) -> Rewriter<S> {
+        let state = Arc::new(Mutex::new(DocState::new(ctx.clone(), false)));
+        Rewriter {
+            ctx,
+            kind,
+            charset_hint,
+            sink,
+            stage: Stage::Sniffing(Vec::new()),
+            state,
+            pending: Pending::default(),
+            passthrough: None,
+            encoding: encoding_rs::UTF_8,
+        }
+    }
+
+    /// Collects one [`RefReport`] per image reference (memory grows with the document).
+    pub fn collect_report(self, collect: bool) -> Self {
+        lock(&self.state).report = collect.then(Vec::new);
+        self
+    }
+
+    fn max_memory(&self) -> usize {
+        self.ctx.config().max_memory_kb.saturating_mul(1024)
+    }
+
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), RewriteError> {
+        match &mut self.stage {
+            Stage::Sniffing(buf) => {
+                buf.extend_from_slice(chunk);
+                if buf.len() >= charset::SNIFF_BYTES {
+                    self.start(false);
+                }
+            }
+            Stage::FrontMatter(buf) => {
+                buf.extend_from_slice(chunk);
+                self.front_matter(false);
+            }
+            Stage::Html(lol) => {
+                let result = lol.write(chunk);
+                self.after_lol(result);
+            }
+            Stage::Passthrough => (self.sink)(chunk),
+        }
+        Ok(())
+    }
+
+    pub fn end(mut self) -> Result<Summary, RewriteError> {
+        if let Stage::Sniffing(_) = self.stage {
+            self.start(true);
+        }
+        if let Stage::FrontMatter(_) = self.stage {
+            self.front_matter(true);
+        }
+        if let Stage::Html(lol) = std::mem::replace(&mut self.stage, Stage::Passthrough) {
+            let result = lol.end();
+            self.after_lol(result);
+        }
+        let mut state = lock(&self.state);
+        Ok(Summary {
+            counts: state.counts,
+            refs: state.report.take().unwrap_or_default(),
+            passthrough: self.passthrough.clone(),
+            encoding: self.encoding,
+        })
+    }
+
+    /// Leaves the sniffing stage: decides kind and encoding from the buffered head.
+    fn start(&mut self, at_end: bool) {
+        let Stage::Sniffing(head) = std::mem::replace(&mut self.stage, Stage::Passthrough) else {
+            return;
+        };
+        let hexo = match self.kind {
+            DocKind::Html => false,
+            DocKind::HexoPost => true,
+            DocKind::Auto => matches!(front_matter::opening(&head), front_matter::Opening::At(_)),
+        };
+        let sniffed = charset::sniff(&head, self.charset_hint);
+        self.encoding = sniffed.encoding;
+        let Some(encoding) = AsciiCompatibleEncoding::new(sniffed.encoding) else {
+            self.passthrough = Some(Passthrough::UnsupportedEncoding(sniffed.encoding.name()));
+            tracing::debug!(
+                encoding = sniffed.encoding.name(),
+                "passing document through"
+            );
+            (self.sink)(&head);
+            return;
+        };
+        if hexo && matches!(front_matter::opening(&head), front_matter::Opening::At(_)) {
+            self.stage = Stage::FrontMatter(head);
+            self.front_matter(at_end);
+            return;
+        }
+        self.start_html(encoding, sniffed.source == charset::Source::Default, &head);
+    }
+
+    fn start_html(
+        &mut self,
+        encoding: AsciiCompatibleEncoding,
+        adjust_on_meta: bool,
+        first: &[u8],
+    ) {
+        let settings = html::settings(
+            self.state.clone(),
+            encoding,
+            adjust_on_meta,
+            self.max_memory(),
+        );
+        let mut lol = Box::new(lol_html::send::HtmlRewriter::new(
+            settings,
+            self.pending.clone(),
+        ));
+        let result = if first.is_empty() {
+            Ok(())
+        } else {
+            lol.write(first)
+        };
+        self.stage = Stage::Html(lol);
+        self.after_lol(result);
+    }
+
+    /// Handles the front matter buffer once it is complete (or can never be).
+    fn front_matter(&mut self, at_end: bool) {
+        let Stage::FrontMatter(buf) = &self.stage else {
+            return;
+        };
+        let cap = self.max_memory();
+        let Some(close) = front_matter::closing_offset(buf) else {
+            if at_end || buf.len() > cap {
+                self.passthrough = Some(if at_end {
+                    Passthrough::UnterminatedFrontMatter
+                } else {
+                    Passthrough::FrontMatterTooLarge(self.ctx.config().max_memory_kb)
+                });
+                if let Stage::FrontMatter(buf) =
+                    std::mem::replace(&mut self.stage, Stage::Passthrough)
+                {
+                    (self.sink)(&buf);
+                }
+            }
+            return;
+        };
+        let Stage::FrontMatter(buf) = std::mem::replace(&mut self.stage, Stage::Passthrough) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(close + 256);
+        front_matter::rewrite(&buf[..close], &mut lock(&self.state), &mut out);
+        (self.sink)(&out);
+        // Posts are UTF-8 (a BOM was left in the front matter block).
+        self.encoding = encoding_rs::UTF_8;
+        self.start_html(AsciiCompatibleEncoding::utf_8(), false, &buf[close..]);
+    }
+
+    /// Drains lol_html's output; on an error, lol_html has already flushed every byte it
+    /// held, so the rest of the input simply passes through.
+    fn after_lol(&mut self, result: Result<(), lol_html::errors::RewritingError>) {
+        {
+            let mut pending = lock(&self.pending.0);
+            if !pending.is_empty() {
+                (self.sink)(&pending);
+                pending.clear();
+            }
+        }
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "rewriter bailed out; passing the rest through");
+            self.passthrough = Some(Passthrough::BailedOut(e.to_string()));
+            self.stage = Stage::Passthrough;
+        }
+    }
+}
+
+/// Rewrites a whole in-memory document (tests, small inputs).
+pub fn rewrite_bytes(
+    ctx: Arc<RewriteContext>,
+    kind: DocKind,
+    input: &[u8],
+) -> Result<(Vec<u8>, Summary), RewriteError> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 4);
+    let mut rw = Rewriter::new(ctx, kind, None, |b: &[u8]| out.extend_from_slice(b));
+    rw.write(input)?;
+    let summary = rw.end()?;
+    Ok((out, summary))
+}

@@ -1,0 +1,117 @@
+//! Shared helpers for the CLI tests: a temporary key and config, running the binary, and
+//! checking proxied URLs in its output.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use imgrelay::signing::{Key, KeyRing};
+use imgrelay::urls::{ProxyRequest, UrlSigner};
+
+/// A prefix that occurs nowhere in the corpus, so every occurrence in output is ours.
+pub const PREFIX: &str = "/p9x";
+pub const KEY_HEX: &str = "5e1f0c2a9b3d4e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+/// A key file and a config using it; `extra` is appended to the `[rewrite]` section.
+pub fn env(extra_rewrite: &str) -> Env {
+    env_with(extra_rewrite, "")
+}
+
+pub fn env_with(extra_rewrite: &str, extra_sections: &str) -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("imgrelay.key");
+    std::fs::write(&key, format!("{KEY_HEX}\n")).expect("key");
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "[server]\npublic_prefix = \"{PREFIX}\"\n[signing]\nkey_file = {key:?}\n[rewrite]\n{extra_rewrite}\n{extra_sections}\n"
+    );
+    std::fs::write(&config, text).expect("config");
+    Env { dir, config }
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgrelay"))
+}
+
+pub fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
+}
+
+/// Runs `imgrelay ARGS` with `stdin` as input.
+pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imgrelay");
+    let mut input = child.stdin.take().expect("stdin");
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("stdin writer");
+    out
+}
+
+/// `imgrelay rewrite --config … ` over stdin.
+pub fn rewrite(env: &Env, input: &[u8]) -> Vec<u8> {
+    let out = run(
+        &["rewrite", "--config", env.config.to_str().unwrap()],
+        input,
+    );
+    assert!(
+        out.status.success(),
+        "rewrite failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+pub fn signer() -> UrlSigner {
+    UrlSigner::new(
+        KeyRing::new(Key::from_hex(KEY_HEX).unwrap(), vec![]),
+        PREFIX,
+    )
+}
+
+/// Every proxied URL in `output`, verified with the key; panics on a bad one.
+pub fn proxied(output: &[u8]) -> Vec<ProxyRequest> {
+    let signer = signer();
+    let needle = format!("{PREFIX}/");
+    memchr::memmem::find_iter(output, needle.as_bytes())
+        .map(|at| {
+            let rest = &output[at + needle.len()..];
+            let len = rest
+                .iter()
+                .position(|b| {
+                    !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b'/'))
+                })
+                .unwrap_or(rest.len());
+            // A srcset separator may follow the source, which never contains a comma.
+            let path = std::str::from_utf8(&rest[..len])
+                .unwrap()
+                .trim_end_matches(',');
+            signer
+                .verify_path(path)
+                .unwrap_or_else(|e| panic!("proxied URL {path} does not verify: {e}"))
+        })
+        .collect()
+}
+
+pub fn count(hay: &[u8], needle: &[u8]) -> usize {
+    if needle.is_empty() {
+        return 0;
+    }
+    memchr::memmem::find_iter(hay, needle).count()
+}

@@ -1,0 +1,111 @@
+//! The streaming API: any chunking of the input gives the output of one write, and a
+//! document that overflows the memory cap is passed through whole.
+
+mod cli_support;
+
+use std::sync::Arc;
+
+use imgrelay::config::Config;
+use imgrelay::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
+use imgrelay::signing::{Key, KeyRing};
+use proptest::prelude::*;
+
+fn context(max_memory_kb: usize) -> Arc<RewriteContext> {
+    let mut config = Config::default();
+    config.server.public_prefix = cli_support::PREFIX.into();
+    config.rewrite.max_memory_kb = max_memory_kb;
+    let keys = KeyRing::new(Key::from_hex(cli_support::KEY_HEX).unwrap(), vec![]);
+    RewriteContext::new(&config, keys).unwrap()
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let mut docs = Vec::new();
+    for dir in ["articles/posts", "articles/pages", "seed"] {
+        let mut paths: Vec<_> = std::fs::read_dir(cli_support::data(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        docs.extend(paths.into_iter().map(|p| std::fs::read(p).unwrap()));
+    }
+    docs
+}
+
+fn rewrite_chunks(ctx: &Arc<RewriteContext>, input: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, |b: &[u8]| {
+        out.extend_from_slice(b)
+    });
+    let mut rest = input;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].min(rest.len());
+        rw.write(&rest[..n]).unwrap();
+        rest = &rest[n..];
+        i += 1;
+    }
+    rw.end().unwrap();
+    out
+}
+
+#[test]
+fn rewriter_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let rw = Rewriter::new(context(1024), DocKind::Html, None, |_: &[u8]| {});
+    assert_send(&rw);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_chunking_gives_the_same_output(sizes in proptest::collection::vec(1usize..=64, 1..32)) {
+        let ctx = context(1024);
+        for doc in corpus() {
+            let whole = rewrite_chunks(&ctx, &doc, &[doc.len().max(1)]);
+            let chunked = rewrite_chunks(&ctx, &doc, &sizes);
+            prop_assert!(whole == chunked, "chunked output differs (sizes {:?})", sizes);
+        }
+    }
+}
+
+#[test]
+fn overflowing_the_memory_cap_passes_the_rest_through_unchanged() {
+    let ctx = context(16);
+    let first = b"<p>a</p><img src=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg\" data-size=\"640,422\">";
+    let huge = format!(
+        "<img src=\"data:image/png;base64,{}\">",
+        "A".repeat(200_000)
+    );
+    let last =
+        b"<img src=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/b.jpg\"><p>end</p>";
+    let mut input = first.to_vec();
+    input.extend_from_slice(huge.as_bytes());
+    input.extend_from_slice(last);
+    // A lexeme inside one written chunk needs no buffering, so only smaller chunks overflow.
+    for sizes in [vec![7], vec![4096], vec![1, 63, 500], vec![65536]] {
+        let mut out = Vec::new();
+        let mut rw = Rewriter::new(ctx.clone(), DocKind::Html, None, |b: &[u8]| {
+            out.extend_from_slice(b)
+        });
+        let mut rest = &input[..];
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes[i % sizes.len()].min(rest.len());
+            rw.write(&rest[..n]).unwrap();
+            rest = &rest[n..];
+            i += 1;
+        }
+        let summary = rw.end().unwrap();
+        assert!(
+            matches!(summary.passthrough, Some(Passthrough::BailedOut(_))),
+            "{sizes:?}"
+        );
+        // The first image was rewritten; from the huge tag on, every byte is the input's.
+        let tail = &input[first.len()..];
+        assert!(out.ends_with(tail), "remainder changed ({sizes:?})");
+        let head = &out[..out.len() - tail.len()];
+        assert!(head.starts_with(b"<p>a</p><img src=\"/p9x/"), "{sizes:?}");
+        assert_eq!(cli_support::proxied(head).len(), 3, "{sizes:?}");
+    }
+}
