@@ -68,7 +68,8 @@ if wanted rewrite; then
                 wall=$(json_field "$out" wall_s)
                 "${HELPER[@]}" record "$RES" "rewrite ($mode)" "MB/s" "$mb MiB" \
                     "$(python3 -c 'import sys; print(int(sys.argv[1]) / 1048576 / float(sys.argv[2]))' "$bytes" "$wall")"
-                "${HELPER[@]}" record "$RES" "rewrite ($mode)" "CPU s" "$mb MiB" "$(json_field "$out" cpu_s)"
+                "${HELPER[@]}" record "$RES" "rewrite ($mode)" "CPU ms per MiB" "$mb MiB" \
+                    "$(python3 -c 'import sys; print(float(sys.argv[1]) * 1000 / (int(sys.argv[2]) / 1048576))' "$(json_field "$out" cpu_s)" "$bytes")"
                 "${HELPER[@]}" record "$RES" "rewrite ($mode)" "peak RSS MB" "$mb MiB" "$(json_field "$out" peak_rss_mb)"
                 log "rewrite round $round ${mb} MiB ($mode): $out"
             done
