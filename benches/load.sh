@@ -182,6 +182,10 @@ MEM_LABEL="memory after the miss scenarios"
 if run_imgrelay; then
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "peak RSS MB" imgrelay \
         "$(( $("${HELPER[@]}" hwm "$IMGRELAY_PID") / 1024 ))"
+    # What the in-memory caches hold by then (nginx keeps its cache on disk, outside its RSS).
+    cached=$("${HELPER[@]}" get "$IMGRELAY_PORT" /_imgrelay/metrics |
+        awk '/^imgrelay_cache_bytes\{/ { sum += $2 } END { printf "%d", sum / 1048576 }')
+    "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "cache contents MB (variants + sources)" imgrelay "$cached"
 fi
 if run_nginx; then
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "peak RSS MB" nginx \
@@ -218,7 +222,8 @@ report() {
     echo "is fetched once and its sizes come from the source cache). nginx: CPU of master + workers + cache manager,"
     echo "peak RSS = sum of the worker processes' VmHWM; image_filter_jpeg_quality 80; the resize block fetches the"
     echo "source from the origin for every variant (the typical recipe). The origin (a separate nginx, static files)"
-    echo "is counted for neither."
+    echo "is counted for neither. imgrelay's caches live in its memory (their contents are shown), nginx's"
+    echo "proxy_cache on disk (page cache, not in its RSS)."
 }
 if [[ -n "${LOAD_OUT:-}" ]]; then
     report | tee "$LOAD_OUT"
