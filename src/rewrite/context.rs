@@ -1,6 +1,7 @@
 //! Everything a document rewrite needs that is fixed for the process: signer, policy, hosts.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use url::Url;
@@ -132,25 +133,68 @@ fn upstream(inner: &str) -> Result<Url, String> {
     parsed.map_err(|e| format!("inner URL unusable: {e}"))
 }
 
-/// Signs URLs for one document, remembering recent results so repeated images cost one HMAC.
-#[derive(Debug, Default)]
-pub struct SignMemo {
-    entries: HashMap<(Url, Options), Arc<str>>,
+/// How a memoised value was written: the same text means different URLs in HTML (entities)
+/// and in already-decoded text (front matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Markup {
+    Html,
+    Decoded,
 }
 
-/// Entries kept per document; beyond it the memo starts over (memory stays bounded).
-const MEMO_ENTRIES: usize = 512;
+/// The memoised judgement of one raw URL with one set of options.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Rewrite {
+        upstream: Arc<str>,
+        proxied: Arc<str>,
+    },
+    Keep(&'static str),
+    Skip(Arc<str>),
+}
 
-impl SignMemo {
-    pub fn sign(&mut self, ctx: &RewriteContext, url: &Url, options: Options) -> Arc<str> {
-        if let Some(hit) = self.entries.get(&(url.clone(), options)) {
-            return hit.clone();
+/// Judges and signs URLs for one document, remembering recent results so a repeated image
+/// costs one hash lookup instead of decoding, URL parsing and an HMAC.
+#[derive(Debug, Default)]
+pub struct Memo {
+    hasher: RandomState,
+    entries: HashMap<u64, (Box<str>, Markup, Options, Outcome)>,
+}
+
+/// Entries kept per document; beyond it the memo starts over, so memory stays bounded
+/// (a few hundred KB at most).
+const MEMO_ENTRIES: usize = 1024;
+
+impl Memo {
+    pub fn resolve(
+        &mut self,
+        ctx: &RewriteContext,
+        raw: &str,
+        markup: Markup,
+        options: Options,
+    ) -> Outcome {
+        let key = self.hasher.hash_one((raw, markup, options));
+        if let Some((r, m, o, outcome)) = self.entries.get(&key) {
+            if &**r == raw && *m == markup && *o == options {
+                return outcome.clone();
+            }
         }
+        let decoded = match markup {
+            Markup::Html => super::entities::decode(raw),
+            Markup::Decoded => std::borrow::Cow::Borrowed(raw),
+        };
+        let outcome = match ctx.decide(&decoded) {
+            Decision::Rewrite(url) => Outcome::Rewrite {
+                upstream: url.as_str().into(),
+                proxied: ctx.signer.url_for(&url, &options).into(),
+            },
+            Decision::Keep(reason) => Outcome::Keep(reason),
+            Decision::Skip(reason) => Outcome::Skip(reason.into()),
+        };
         if self.entries.len() >= MEMO_ENTRIES {
             self.entries.clear();
         }
-        let signed: Arc<str> = ctx.signer.url_for(url, &options).into();
-        self.entries.insert((url.clone(), options), signed.clone());
-        signed
+        self.entries
+            .insert(key, (raw.into(), markup, options, outcome.clone()));
+        outcome
     }
 }
