@@ -1,7 +1,9 @@
 //! Everything a document rewrite needs that is fixed for the process: signer, policy, hosts.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use url::Url;
@@ -158,11 +160,15 @@ pub enum Outcome {
 pub struct Memo {
     hasher: RandomState,
     entries: HashMap<u64, (Box<str>, Markup, Options, Outcome)>,
+    /// Approximate heap bytes held by `entries`.
+    bytes: usize,
 }
 
-/// Entries kept per document; beyond it the memo starts over, so memory stays bounded
-/// (a few hundred KB at most).
-const MEMO_ENTRIES: usize = 1024;
+/// Heap bytes the memo may hold per document; beyond it the memo starts over. Archive pages
+/// repeat a few thousand thumbnails, which this covers.
+const MEMO_BYTES: usize = 2 << 20;
+/// Per-entry overhead beyond the strings (table slot, Arc headers).
+const ENTRY_OVERHEAD: usize = 96;
 
 impl Memo {
     pub fn resolve(
@@ -190,9 +196,18 @@ impl Memo {
             Decision::Keep(reason) => Outcome::Keep(reason),
             Decision::Skip(reason) => Outcome::Skip(reason.into()),
         };
-        if self.entries.len() >= MEMO_ENTRIES {
+        let size = ENTRY_OVERHEAD
+            + raw.len()
+            + match &outcome {
+                Outcome::Rewrite { upstream, proxied } => upstream.len() + proxied.len(),
+                Outcome::Keep(_) => 0,
+                Outcome::Skip(reason) => reason.len(),
+            };
+        if self.bytes + size > MEMO_BYTES {
             self.entries.clear();
+            self.bytes = 0;
         }
+        self.bytes += size;
         self.entries
             .insert(key, (raw.into(), markup, options, outcome.clone()));
         outcome

@@ -5,7 +5,11 @@
 //! before they are judged, and untouched parts of a value are written back raw.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use lol_html::errors::RewritingError;
+use lol_html::html_content::BailOut;
 
 use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
@@ -122,6 +126,7 @@ pub fn settings(
     encoding: AsciiCompatibleEncoding,
     adjust_charset_on_meta: bool,
     max_memory: usize,
+    bail_out: Arc<AtomicBool>,
 ) -> Settings<'static, 'static> {
     let mut settings = Settings::new_send()
         .with_encoding(encoding)
@@ -131,7 +136,10 @@ pub fn settings(
             MemorySettings::new()
                 .with_max_allowed_memory_usage(max_memory)
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
-        );
+        )
+        .append_bail_out_handler(move |_: &RewritingError, _: &mut BailOut<'_>| {
+            bail_out.store(true, Ordering::Release);
+        });
     type Handler = fn(&mut DocState, &mut Element<'_, '_>);
     let handlers: [(&str, Handler); 6] = [
         ("img", on_img),
@@ -306,8 +314,8 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
     }
     if let Some((w, h)) = size {
         if cfg.dimensions && !attrs.has_size_attr {
-            let _ = el.set_attribute("width", itoa(w).as_str());
-            let _ = el.set_attribute("height", itoa(h).as_str());
+            let _ = el.set_attribute("width", &w.to_string());
+            let _ = el.set_attribute("height", &h.to_string());
         }
         if let (true, None, Some(src)) = (src_rewritten, &attrs.srcsets[0], &attrs.urls[0]) {
             let widths: Vec<u32> = srcset_widths(&cfg.srcset_widths, w).collect();
@@ -329,7 +337,7 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
                     }
                     srcset.push_str(&proxied);
                     srcset.push(' ');
-                    srcset.push_str(itoa(cw).as_str());
+                    srcset.push_str(&cw.to_string());
                     srcset.push('w');
                 }
                 let _ = el.set_attribute("srcset", &srcset);
@@ -352,11 +360,6 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
         // The raw value is already escaped for an attribute; lol_html only escapes quotes.
         let _ = el.set_attribute("data-canonical-src", original);
     }
-}
-
-/// Formats a number without going through `fmt` machinery.
-fn itoa(n: u32) -> String {
-    n.to_string()
 }
 
 fn on_source(st: &mut DocState, el: &mut Element<'_, '_>) {
