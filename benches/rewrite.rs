@@ -109,7 +109,7 @@ fn image_dense(target: usize) -> (Vec<u8>, usize) {
         doc.push_str(&format!(
             "<article class=\"card\" id=\"c{n}\">\n<h2><a href=\"/p/{n}.html\">{}</a></h2>\n<p>{}</p>\n",
             text(&mut rng, 4),
-            text(&mut rng, 16)
+            text(&mut rng, 20)
         ));
         for k in 0..1 + rng.below(4) as usize {
             let (url, (w, h)) = &pool[rng.below(400) as usize];

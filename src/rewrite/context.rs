@@ -196,6 +196,11 @@ impl Memo {
             Decision::Keep(reason) => Outcome::Keep(reason),
             Decision::Skip(reason) => Outcome::Skip(reason.into()),
         };
+        if let Outcome::Keep(_) = outcome {
+            // Kept URLs (relative links, other hosts) are cheap to judge again and would
+            // crowd out the images worth remembering.
+            return outcome;
+        }
         let size = ENTRY_OVERHEAD
             + raw.len()
             + match &outcome {
