@@ -375,3 +375,20 @@ fn config_options_shape_the_markup() {
         "<script>var u='https://cors.zfour.workers.dev/?http://static.1sapp.com/c.jpg';</script>"
     ));
 }
+
+#[test]
+fn write_failures_are_reported() {
+    let env = env("");
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return;
+    };
+    let out = bin()
+        .args(["rewrite", "--config", cfg(&env)])
+        .arg(data("articles/posts/canonical.md"))
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("canonical.md") && stderr.contains("cannot write"), "{stderr}");
+}
