@@ -390,5 +390,8 @@ fn write_failures_are_reported() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("canonical.md") && stderr.contains("cannot write"), "{stderr}");
+    assert!(
+        stderr.contains("canonical.md") && stderr.contains("cannot write"),
+        "{stderr}"
+    );
 }

@@ -154,20 +154,31 @@ pub enum Outcome {
     Skip(Arc<str>),
 }
 
-/// Judges and signs URLs for one document, remembering recent results so a repeated image
-/// costs one hash lookup instead of decoding, URL parsing and an HMAC.
+/// A remembered judgement of a raw URL (kept URLs are cheap to judge again, so they are
+/// not remembered and cannot crowd out the images).
+#[derive(Debug, Clone)]
+enum Judged {
+    Rewrite { url: Url, upstream: Arc<str> },
+    Skip(Arc<str>),
+}
+
+/// Judges and signs URLs for one document, remembering recent results in two levels: raw
+/// value → upstream (saves decoding and URL parsing), and upstream + options → proxied URL
+/// (saves the HMAC). A page repeating its images, or one image under several wrappers and
+/// sizes, then costs hash lookups.
 #[derive(Debug, Default)]
 pub struct Memo {
     hasher: RandomState,
-    entries: HashMap<u64, (Box<str>, Markup, Options, Outcome)>,
-    /// Approximate heap bytes held by `entries`.
+    judged: HashMap<u64, (Box<str>, Markup, Judged)>,
+    signed: HashMap<u64, (Arc<str>, Options, Arc<str>)>,
+    /// Approximate heap bytes held by both maps.
     bytes: usize,
 }
 
 /// Heap bytes the memo may hold per document; beyond it the memo starts over. Archive pages
 /// repeat a few thousand thumbnails, which this covers.
 const MEMO_BYTES: usize = 2 << 20;
-/// Per-entry overhead beyond the strings (table slot, Arc headers).
+/// Per-entry overhead beyond the strings (table slot, Arc headers, `Url` indices).
 const ENTRY_OVERHEAD: usize = 96;
 
 impl Memo {
@@ -178,43 +189,71 @@ impl Memo {
         markup: Markup,
         options: Options,
     ) -> Outcome {
-        let key = self.hasher.hash_one((raw, markup, options));
-        if let Some((r, m, o, outcome)) = self.entries.get(&key) {
-            if &**r == raw && *m == markup && *o == options {
-                return outcome.clone();
+        let (url, upstream) = match self.judge(ctx, raw, markup) {
+            Ok(Judged::Rewrite { url, upstream }) => (url, upstream),
+            Ok(Judged::Skip(reason)) => return Outcome::Skip(reason),
+            Err(reason) => return Outcome::Keep(reason),
+        };
+        let key = self.hasher.hash_one((&*upstream, options));
+        if let Some((u, o, proxied)) = self.signed.get(&key) {
+            if *u == upstream && *o == options {
+                return Outcome::Rewrite {
+                    upstream,
+                    proxied: proxied.clone(),
+                };
+            }
+        }
+        let proxied: Arc<str> = ctx.signer.url_for(&url, &options).into();
+        self.reserve(ENTRY_OVERHEAD + proxied.len());
+        self.signed
+            .insert(key, (upstream.clone(), options, proxied.clone()));
+        Outcome::Rewrite { upstream, proxied }
+    }
+
+    /// The judgement of `raw`; `Err` carries the reason a URL is kept.
+    fn judge(
+        &mut self,
+        ctx: &RewriteContext,
+        raw: &str,
+        markup: Markup,
+    ) -> Result<Judged, &'static str> {
+        let key = self.hasher.hash_one((raw, markup));
+        if let Some((r, m, judged)) = self.judged.get(&key) {
+            if &**r == raw && *m == markup {
+                return Ok(judged.clone());
             }
         }
         let decoded = match markup {
             Markup::Html => super::entities::decode(raw),
             Markup::Decoded => std::borrow::Cow::Borrowed(raw),
         };
-        let outcome = match ctx.decide(&decoded) {
-            Decision::Rewrite(url) => Outcome::Rewrite {
+        let judged = match ctx.decide(&decoded) {
+            Decision::Rewrite(url) => Judged::Rewrite {
                 upstream: url.as_str().into(),
-                proxied: ctx.signer.url_for(&url, &options).into(),
+                url,
             },
-            Decision::Keep(reason) => Outcome::Keep(reason),
-            Decision::Skip(reason) => Outcome::Skip(reason.into()),
+            Decision::Skip(reason) => Judged::Skip(reason.into()),
+            Decision::Keep(reason) => return Err(reason),
         };
-        if let Outcome::Keep(_) = outcome {
-            // Kept URLs (relative links, other hosts) are cheap to judge again and would
-            // crowd out the images worth remembering.
-            return outcome;
-        }
         let size = ENTRY_OVERHEAD
             + raw.len()
-            + match &outcome {
-                Outcome::Rewrite { upstream, proxied } => upstream.len() + proxied.len(),
-                Outcome::Keep(_) => 0,
-                Outcome::Skip(reason) => reason.len(),
+            + match &judged {
+                Judged::Rewrite { upstream, .. } => 2 * upstream.len(),
+                Judged::Skip(reason) => reason.len(),
             };
+        self.reserve(size);
+        self.judged
+            .insert(key, (raw.into(), markup, judged.clone()));
+        Ok(judged)
+    }
+
+    /// Makes room for `size` more bytes, starting over when the budget is spent.
+    fn reserve(&mut self, size: usize) {
         if self.bytes + size > MEMO_BYTES {
-            self.entries.clear();
+            self.judged.clear();
+            self.signed.clear();
             self.bytes = 0;
         }
         self.bytes += size;
-        self.entries
-            .insert(key, (raw.into(), markup, options, outcome.clone()));
-        outcome
     }
 }
