@@ -21,15 +21,15 @@ pub fn encode(raster: &Raster, format: Format, quality: u8) -> Result<Vec<u8>, P
     }
 }
 
-/// Baseline JPEG with 4:2:0 chroma and optimised Huffman tables. Alpha, if any, is dropped:
-/// callers only ask for JPEG with alpha when the client forced it.
+/// Baseline JPEG with 4:2:0 chroma. Huffman optimisation stays off: it more than doubles encode
+/// time for about 4% smaller files. Alpha, if any, is dropped: callers only ask for JPEG with
+/// alpha when the client forced it.
 fn encode_jpeg(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
     let internal = |e: turbojpeg::Error| PipelineError::Internal(e.to_string());
     let mut c = Compressor::new().map_err(internal)?;
     c.set_quality(i32::from(quality.clamp(1, 100)))
         .map_err(internal)?;
     c.set_subsamp(Subsamp::Sub2x2).map_err(internal)?;
-    c.set_optimize(true).map_err(internal)?;
     let (format, size) = if raster.alpha {
         (PixelFormat::RGBA, 4)
     } else {

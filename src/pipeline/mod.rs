@@ -177,7 +177,7 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
     let mut resizer = fast_image_resize::Resizer::new();
     let raster = resize::resize(
         &mut resizer,
-        &raster,
+        raster,
         &stored_plan,
         header.width,
         header.height,
