@@ -453,3 +453,29 @@ fn truncated_jpeg_is_refused_as_truncated() {
     let err = run(&read("zero-bytes.jpg"), &Options::default(), jpeg_png()).expect_err("empty");
     assert!(matches!(err, PipelineError::Empty), "{err}");
 }
+
+#[test]
+fn wide_gamut_icc_profiles_are_converted_to_srgb() {
+    let name = "icc-adobergb-640x480.jpg";
+    let img = image_named(name);
+    let checks = &img["checks"];
+    let tolerance = checks["tolerance"].as_i64().expect("tolerance");
+    let out = run(&read(name), &Options::default(), jpeg_png()).expect(name);
+    assert!(!out.passthrough);
+    let decoded = decode_output(&out).into_rgb8();
+    for s in checks["icc_samples"].as_array().expect("samples") {
+        let (x, y) = (
+            s["x"].as_u64().expect("x") as u32,
+            s["y"].as_u64().expect("y") as u32,
+        );
+        let got = decoded.get_pixel(x, y).0;
+        for (c, want) in s["srgb_rgb"].as_array().expect("srgb").iter().enumerate() {
+            let want = want.as_i64().expect("channel");
+            assert!(
+                (i64::from(got[c]) - want).abs() <= tolerance,
+                "at ({x},{y}): {got:?}, want sRGB {}",
+                s["srgb_rgb"]
+            );
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! The image transform: sniff → header check → decode (shrink-on-load) → resize → orient →
-//! encode in the negotiated format.
+//! colour-convert to sRGB → encode in the negotiated format.
 //!
 //! Every stage is a public module so benchmarks can time them one by one; [`transform`] is the
 //! whole job and the only entry point the server uses.
@@ -7,6 +7,7 @@
 pub mod animation;
 pub mod decode;
 pub mod encode;
+pub mod icc;
 pub mod negotiate;
 pub mod orient;
 pub mod resize;
@@ -182,11 +183,16 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
         header.width,
         header.height,
     )?;
-    let raster = orient::apply(raster, meta.orientation);
+    let mut raster = orient::apply(raster, meta.orientation);
+    let profile = icc::non_srgb_profile(src, header.format);
+    if let Some(profile) = &profile {
+        icc::to_srgb(&mut raster, profile);
+    }
     let format = choose_format(job, &raster);
     let bytes = encode::encode(&raster, format, quality)?;
 
-    let untouched = fits && !meta.has_exif && same_format(header.format, format);
+    let untouched =
+        fits && !meta.has_exif && profile.is_none() && same_format(header.format, format);
     if untouched && bytes.len() >= src.len() {
         return Ok(passthrough(src, &header));
     }
