@@ -479,3 +479,26 @@ fn wide_gamut_icc_profiles_are_converted_to_srgb() {
         }
     }
 }
+
+#[test]
+fn images_too_wide_for_webp_fall_back_to_a_format_that_holds_them() {
+    // 20000x10 PNG: fine for the pixel caps, beyond WebP's 16383-pixel sides.
+    let mut png = Vec::new();
+    let pixels = vec![90u8; 20_000 * 10 * 3];
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &pixels,
+        20_000,
+        10,
+        image::ExtendedColorType::Rgb8,
+    )
+    .expect("png");
+    let options = Options {
+        format: Some(Format::Webp),
+        ..Options::default()
+    };
+    let out = run(&png, &options, webp_too()).expect("wide");
+    assert_ne!(out.mime, "image/webp");
+    assert_eq!((out.width, out.height), (20_000, 10));
+    decode_output(&out);
+}

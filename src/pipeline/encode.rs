@@ -7,9 +7,16 @@ use super::decode::Raster;
 use super::PipelineError;
 use crate::urls::Format;
 
-/// Formats this build can write.
-pub fn can_encode(format: Format) -> bool {
-    !matches!(format, Format::Avif)
+/// Whether this build can write a `width` x `height` image in `format` (WebP stops at 16383
+/// pixels a side, JPEG at 65500; AVIF has no encoder here).
+pub fn can_encode(format: Format, width: u32, height: u32) -> bool {
+    let side = width.max(height);
+    match format {
+        Format::Jpeg => side <= 65_500,
+        Format::Webp => side <= 16_383,
+        Format::Png => true,
+        Format::Avif => false,
+    }
 }
 
 pub fn encode(raster: &Raster, format: Format, quality: u8) -> Result<Vec<u8>, PipelineError> {

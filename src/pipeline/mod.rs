@@ -227,20 +227,17 @@ fn display_size(header: &Header, meta: Metadata) -> (u32, u32) {
 
 /// The forced format when it can be written; else the first configured format the client
 /// accepts and we can write, skipping JPEG for images with real transparency; else JPEG for
-/// opaque images and PNG for transparent ones.
+/// opaque images and PNG for transparent ones (or too wide for JPEG).
 pub fn choose_format(job: &Job<'_>, raster: &Raster) -> Format {
-    if let Some(forced) = job.options.format.filter(|&f| encode::can_encode(f)) {
+    let writable = |f: Format| encode::can_encode(f, raster.width, raster.height);
+    if let Some(forced) = job.options.format.filter(|&f| writable(f)) {
         return forced;
     }
     job.preference
         .iter()
         .copied()
-        .find(|&f| {
-            job.accepted.contains(f)
-                && encode::can_encode(f)
-                && !(raster.alpha && f == Format::Jpeg)
-        })
-        .unwrap_or(if raster.alpha {
+        .find(|&f| job.accepted.contains(f) && writable(f) && !(raster.alpha && f == Format::Jpeg))
+        .unwrap_or(if raster.alpha || !writable(Format::Jpeg) {
             Format::Png
         } else {
             Format::Jpeg
