@@ -294,6 +294,31 @@ fn svg_is_refused_unless_allowed_then_passed_through() {
     assert_eq!(out.bytes.as_ref(), src.as_slice());
 }
 
+#[cfg(feature = "avif")]
+#[test]
+fn avif_is_decoded_when_it_needs_resizing_or_is_not_accepted() {
+    let src = read("photo-640x480.avif");
+    let out = run(&src, &Options::sized(320, 240), jpeg_png()).expect("avif");
+    assert_eq!((out.mime, out.width, out.height), ("image/jpeg", 320, 240));
+    let ours = decode_output(&out).into_rgb8();
+    // The picture has a white label with a black outline top left and a yellow blob at the
+    // bottom centre: checks range (white/black reach the ends) and chroma order (yellow, not blue).
+    let label = (0..120).flat_map(|x| (2..30).map(move |y| (x, y)));
+    let lumas: Vec<u8> = label.map(|(x, y)| ours.get_pixel(x, y).0[1]).collect();
+    assert!(lumas.iter().any(|&l| l >= 240), "no white in the label");
+    assert!(lumas.iter().any(|&l| l <= 40), "no black in the label");
+    let [r, g, b] = ours.get_pixel(150, 218).0;
+    assert!(
+        r > 170 && g > 170 && b < 130,
+        "blob is {:?}, want yellow",
+        [r, g, b]
+    );
+    // Transparency-free AVIF to a client without AVIF, at full size: decoded, not refused.
+    let out = run(&src, &Options::default(), jpeg_png()).expect("full size");
+    assert_eq!((out.mime, out.width, out.height), ("image/jpeg", 640, 480));
+}
+
+#[cfg(not(feature = "avif"))]
 #[test]
 fn avif_passes_through_when_it_fits_and_is_accepted() {
     let src = read("photo-640x480.avif");

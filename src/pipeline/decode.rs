@@ -7,6 +7,9 @@ use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
 use super::sniff::{Header, SourceFormat};
 use super::PipelineError;
 
+/// Whether this build decodes AVIF (cargo feature `avif`).
+pub const AVIF_DECODING: bool = cfg!(feature = "avif");
+
 /// 8-bit pixels, RGB or RGBA, tightly packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Raster {
@@ -57,6 +60,9 @@ pub fn decode(src: &[u8], header: &Header, min_size: (u32, u32)) -> Result<Raste
         SourceFormat::Png => decode_with_image(src, header, image::ImageFormat::Png),
         SourceFormat::Gif => decode_with_image(src, header, image::ImageFormat::Gif),
         SourceFormat::Webp => decode_with_image(src, header, image::ImageFormat::WebP),
+        #[cfg(feature = "avif")]
+        SourceFormat::Avif => super::avif::decode(src, header),
+        #[cfg(not(feature = "avif"))]
         SourceFormat::Avif => Err(PipelineError::Unsupported("AVIF decoding")),
         SourceFormat::Svg => Err(PipelineError::Unsupported("SVG rasterising")),
     }

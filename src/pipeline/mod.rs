@@ -5,6 +5,8 @@
 //! whole job and the only entry point the server uses.
 
 pub mod animation;
+#[cfg(feature = "avif")]
+pub mod avif;
 pub mod decode;
 pub mod encode;
 pub mod icc;
@@ -99,8 +101,9 @@ impl PipelineError {
 ///
 /// Sources that need nothing done (fit the box, no EXIF, same output format) are served as they
 /// are when re-encoding would not make them smaller. Animated sources keep their animation (see
-/// [`animation`]). AVIF sources cannot be decoded by this build: they pass through unchanged when
-/// they fit the box and the client accepts AVIF, and are refused (415) otherwise.
+/// [`animation`]). AVIF sources pass through unchanged when they fit the box and the client
+/// accepts AVIF; otherwise they are decoded when the `avif` feature is built in, and refused (415)
+/// when it is not.
 pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
     let header = sniff::sniff(src)?;
     if header.format == SourceFormat::Svg {
@@ -156,12 +159,14 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
         });
     }
 
-    if header.format == SourceFormat::Avif {
-        return if fits && job.accepted.contains(Format::Avif) {
-            Ok(passthrough(src, &header))
-        } else {
-            Err(PipelineError::Unsupported("AVIF decoding"))
-        };
+    // There is no AVIF encoder, so an AVIF that fits goes out as it is to clients that take it.
+    if header.format == SourceFormat::Avif && !meta.has_exif {
+        if fits && job.accepted.contains(Format::Avif) {
+            return Ok(passthrough(src, &header));
+        }
+        if !decode::AVIF_DECODING {
+            return Err(PipelineError::Unsupported("AVIF decoding"));
+        }
     }
 
     let stored_plan = if meta.transposes() {
