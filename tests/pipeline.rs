@@ -527,3 +527,77 @@ fn images_too_wide_for_webp_fall_back_to_a_format_that_holds_them() {
     assert_eq!((out.width, out.height), (20_000, 10));
     decode_output(&out);
 }
+
+#[test]
+fn truncated_sources_of_every_format_are_refused() {
+    for img in manifest_images() {
+        if img["expected"] != "ok" || img["format"] == "avif" {
+            continue;
+        }
+        let name = img["file"].as_str().expect("file");
+        let src = read(name);
+        let cut = &src[..src.len() * 6 / 10];
+        match run(cut, &Options::sized(100, 100), jpeg_png()) {
+            Err(e) => assert_eq!(e.status().as_u16(), 415, "{name}: {e}"),
+            Ok(out) => panic!("{name} cut to 60% was served as {}", out.mime),
+        }
+    }
+}
+
+#[test]
+fn corrupted_bytes_never_panic() {
+    // Deterministic damage spread over each file: every outcome is fine except a panic.
+    for img in manifest_images() {
+        let name = img["file"].as_str().expect("file");
+        let src = read(name);
+        if src.len() < 64 {
+            continue;
+        }
+        for step in 1..24 {
+            let mut damaged = src.clone();
+            let at = src.len() * step / 24;
+            for (k, b) in damaged[at..].iter_mut().take(16).enumerate() {
+                *b ^= 0x5A ^ (k as u8).wrapping_mul(37);
+            }
+            if let Err(e) = run(&damaged, &Options::sized(120, 90), webp_too()) {
+                assert_ne!(e.status().as_u16(), 500, "{name} damaged at {at}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cover_crops_every_kind_of_source_to_the_exact_box() {
+    for name in [
+        "photo-4000x3000.jpg",
+        "orient-6.jpg",
+        "orient-3.jpg",
+        "rgba-400x300.png",
+        "animated-160x120.gif",
+    ] {
+        for (bw, bh) in [(60, 100), (100, 60), (64, 64)] {
+            let options = Options {
+                cover: true,
+                ..Options::sized(bw, bh)
+            };
+            let out =
+                run(&read(name), &options, jpeg_png()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let decoded = decode_output(&out);
+            assert_eq!(
+                (decoded.width(), decoded.height()),
+                (bw, bh),
+                "{name} {bw}x{bh}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cover_never_upscales_to_fill_a_box_taller_than_the_source() {
+    let options = Options {
+        cover: true,
+        ..Options::sized(100, 200)
+    };
+    let out = run(&read("panorama-10000x100.jpg"), &options, jpeg_png()).expect("panorama");
+    assert_eq!((out.width, out.height), (100, 100));
+}
