@@ -227,19 +227,22 @@ fn transparency_survives_in_formats_that_have_it() {
     }
 }
 
-fn frame_count(out: &Output) -> usize {
-    let cursor = std::io::Cursor::new(out.bytes.as_ref());
-    match out.mime {
+/// Frame count and total duration in milliseconds.
+fn frames_of(bytes: &[u8], mime: &str) -> (usize, u32) {
+    let cursor = std::io::Cursor::new(bytes);
+    let frames = match mime {
         "image/gif" => image::codecs::gif::GifDecoder::new(cursor)
             .expect("GIF")
-            .into_frames()
-            .count(),
+            .into_frames(),
         "image/webp" => image::codecs::webp::WebPDecoder::new(cursor)
             .expect("WebP")
-            .into_frames()
-            .count(),
+            .into_frames(),
         other => panic!("animation came back as {other}"),
-    }
+    };
+    frames.fold((0, 0), |(n, total), f| {
+        let (num, den) = f.expect("frame").delay().numer_denom_ms();
+        (n + 1, total + num / den.max(1))
+    })
 }
 
 #[test]
@@ -265,7 +268,14 @@ fn animations_keep_every_frame() {
                 (display.0 / 2, display.1 / 2),
                 "{name}"
             );
-            assert_eq!(frame_count(&out), frames, "{name} as {}", out.mime);
+            let (count, duration) = frames_of(&out.bytes, out.mime);
+            assert_eq!(count, frames, "{name} as {}", out.mime);
+            let (_, source_duration) = frames_of(&src, img["mime"].as_str().expect("mime"));
+            assert!(
+                duration.abs_diff(source_duration) <= 20,
+                "{name} as {}: {duration} ms, source {source_duration} ms",
+                out.mime
+            );
             if !accepted.contains(Format::Webp) {
                 assert_eq!(out.mime, "image/gif");
             }
