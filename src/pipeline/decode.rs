@@ -153,23 +153,7 @@ fn classify(e: turbojpeg::Error) -> JpegFailure {
 /// Photoshop (and libjpeg, which follows it) stores CMYK inverted when it writes an Adobe APP14
 /// marker; without the marker the values are plain.
 fn adobe_inverted(src: &[u8]) -> bool {
-    let mut i = 2;
-    while let (Some(&0xFF), Some(&marker)) = (src.get(i), src.get(i + 1)) {
-        if marker == 0xDA || marker == 0xD9 {
-            break;
-        }
-        let Some(len) = src
-            .get(i + 2..i + 4)
-            .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
-        else {
-            break;
-        };
-        if marker == 0xEE && src.get(i + 4..i + 9) == Some(b"Adobe") {
-            return true;
-        }
-        i += 2 + len;
-    }
-    false
+    super::sniff::jpeg_segments(src).any(|s| s.marker == 0xEE && s.body.starts_with(b"Adobe"))
 }
 
 /// Naive CMYK → RGB (no CMYK profile is applied, as browsers do without one).

@@ -70,19 +70,10 @@ fn is_srgb(profile: &ColorProfile) -> bool {
 /// Reassembles the profile from its `APP2 ICC_PROFILE` chunks (numbered, possibly out of order).
 fn jpeg_icc(src: &[u8]) -> Option<Vec<u8>> {
     const TAG: &[u8] = b"ICC_PROFILE\0";
-    let mut chunks: Vec<(u8, &[u8])> = Vec::new();
-    let mut i = 2;
-    while let (Some(&0xFF), Some(&marker)) = (src.get(i), src.get(i + 1)) {
-        if marker == 0xDA || marker == 0xD9 {
-            break;
-        }
-        let len = usize::from(u16::from_be_bytes([*src.get(i + 2)?, *src.get(i + 3)?]));
-        let body = src.get(i + 4..i + 2 + len)?;
-        if marker == 0xE2 && body.starts_with(TAG) && body.len() > TAG.len() + 2 {
-            chunks.push((body[TAG.len()], &body[TAG.len() + 2..]));
-        }
-        i += 2 + len;
-    }
+    let mut chunks: Vec<(u8, &[u8])> = super::sniff::jpeg_segments(src)
+        .filter(|s| s.marker == 0xE2 && s.body.starts_with(TAG) && s.body.len() > TAG.len() + 2)
+        .map(|s| (s.body[TAG.len()], &s.body[TAG.len() + 2..]))
+        .collect();
     if chunks.is_empty() {
         return None;
     }

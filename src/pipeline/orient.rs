@@ -34,6 +34,11 @@ pub fn read_metadata(src: &[u8], format: SourceFormat) -> Metadata {
     ) {
         return Metadata::NONE;
     }
+    // In a JPEG the EXIF block sits before the first scan; the reader need not see the rest.
+    let src = match format {
+        SourceFormat::Jpeg => &src[..super::sniff::jpeg_header_len(src)],
+        _ => src,
+    };
     let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(src)) else {
         return Metadata::NONE;
     };
