@@ -34,6 +34,11 @@ pub fn read_metadata(src: &[u8], format: SourceFormat) -> Metadata {
     ) {
         return Metadata::NONE;
     }
+    // In a JPEG the EXIF block sits before the first scan; the reader need not see the rest.
+    let src = match format {
+        SourceFormat::Jpeg => &src[..super::sniff::jpeg_header_len(src)],
+        _ => src,
+    };
     let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(src)) else {
         return Metadata::NONE;
     };
@@ -54,32 +59,41 @@ pub fn apply(raster: Raster, orientation: u8) -> Raster {
         return raster;
     }
     let (w, h) = (raster.width as usize, raster.height as usize);
-    let c = raster.channels();
     let (ow, oh) = if orientation >= 5 { (h, w) } else { (w, h) };
-    let mut out = vec![0u8; raster.data.len()];
-    for y in 0..oh {
-        for x in 0..ow {
-            // The stored pixel that shows at display position (x, y).
-            let (sx, sy) = match orientation {
-                2 => (w - 1 - x, y),
-                3 => (w - 1 - x, h - 1 - y),
-                4 => (x, h - 1 - y),
-                5 => (y, x),
-                6 => (y, h - 1 - x),
-                7 => (w - 1 - y, h - 1 - x),
-                _ => (w - 1 - y, x),
-            };
-            let s = (sy * w + sx) * c;
-            let d = (y * ow + x) * c;
-            out[d..d + c].copy_from_slice(&raster.data[s..s + c]);
-        }
-    }
+    let data = if raster.alpha {
+        remap::<4>(&raster.data, w, h, orientation)
+    } else {
+        remap::<3>(&raster.data, w, h, orientation)
+    };
     Raster {
-        data: out,
+        data,
         width: ow as u32,
         height: oh as u32,
         alpha: raster.alpha,
     }
+}
+
+/// Writes the output in order; `C` bytes per pixel as a constant lets each copy be one move.
+fn remap<const C: usize>(src: &[u8], w: usize, h: usize, orientation: u8) -> Vec<u8> {
+    let ow = if orientation >= 5 { h } else { w };
+    let mut out = Vec::with_capacity(src.len());
+    for i in 0..src.len() / C {
+        let (x, y) = (i % ow, i / ow);
+        // The stored pixel that shows at display position (x, y).
+        let (sx, sy) = match orientation {
+            2 => (w - 1 - x, y),
+            3 => (w - 1 - x, h - 1 - y),
+            4 => (x, h - 1 - y),
+            5 => (y, x),
+            6 => (y, h - 1 - x),
+            7 => (w - 1 - y, h - 1 - x),
+            8 => (w - 1 - y, x),
+            _ => (x, y),
+        };
+        let at = (sy * w + sx) * C;
+        out.extend_from_slice(&src[at..at + C]);
+    }
+    out
 }
 
 #[cfg(test)]
