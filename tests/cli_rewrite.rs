@@ -331,7 +331,7 @@ fn sign_prints_verifiable_urls_and_unwraps() {
 
 #[test]
 fn config_options_shape_the_markup() {
-    let env = common::env_with(
+    let env = cli_support::env_with(
         "fetchpriority = true\nlazy = false\ncanonical_attr = false\nmax_width = 320\nsrcset_widths = [160, 320]",
         "",
     );
@@ -348,7 +348,7 @@ fn config_options_shape_the_markup() {
         "<script>var u='https://cors.zfour.workers.dev/?http://static.1sapp.com/c.jpg';</script>",
         "</body></html>"
     );
-    let out = String::from_utf8(common::rewrite(&env, input.as_bytes())).unwrap();
+    let out = String::from_utf8(cli_support::rewrite(&env, input.as_bytes())).unwrap();
     assert!(
         out.contains("<meta property=\"og:image\" content=\"https://blog.example.com/p9x/"),
         "{out}"

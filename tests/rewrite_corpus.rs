@@ -153,7 +153,7 @@ fn check_front_matter_quoting(
             .filter(|r| s(r, "context") == "front-matter" && must(r) && s(r, "yaml_style") == style)
             .count()
     };
-    let p = common::PREFIX;
+    let p = cli_support::PREFIX;
     let plain = count(fm, format!(": {p}/").as_bytes()) + count(fm, format!("- {p}/").as_bytes());
     assert_eq!(
         count(fm, format!("'{p}/").as_bytes()),
