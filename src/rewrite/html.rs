@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lol_html::errors::RewritingError;
 use lol_html::html_content::BailOut;
-
 use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
 
@@ -120,7 +119,8 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
     format!("{}[{attr}]", el.tag_name())
 }
 
-/// lol_html settings wired to `state`.
+/// lol_html settings wired to `state`. `bail_out` is raised before lol_html flushes its
+/// buffered input on a bail-out, so the output sink hands everything over at once.
 pub fn settings(
     state: Arc<Mutex<DocState>>,
     encoding: AsciiCompatibleEncoding,

@@ -354,3 +354,56 @@ pub fn rewrite_bytes(
     let summary = rw.end()?;
     Ok((out, summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::signing::{Key, KeyRing};
+
+    fn ctx(max_memory_kb: usize) -> Arc<RewriteContext> {
+        let mut config = Config::default();
+        config.rewrite.max_memory_kb = max_memory_kb;
+        let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
+        RewriteContext::new(&config, keys).unwrap()
+    }
+
+    const WRAPPED: &str = "https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg";
+
+    #[test]
+    fn crlf_front_matter_keeps_line_endings_and_comments() {
+        let input = format!(
+            "---\r\nheadimg: \"{WRAPPED}\" # cover\r\nphotos:\r\n  # first\r\n  - {WRAPPED}\r\n---\r\n<p>x</p>"
+        );
+        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, input.as_bytes()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(summary.counts.rewritten, 2);
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert!(lines[1].starts_with("headimg: \"/img/") && lines[1].ends_with("\" # cover"));
+        assert_eq!(lines[3], "  # first");
+        assert!(lines[4].starts_with("  - /img/"));
+        assert_eq!(lines[5], "---");
+        assert!(out.ends_with("\r\n<p>x</p>"));
+    }
+
+    #[test]
+    fn oversized_front_matter_passes_through() {
+        let input = format!(
+            "---\ntitle: {}\nheadimg: {WRAPPED}\n",
+            "x".repeat(40 * 1024)
+        );
+        let (out, summary) = rewrite_bytes(ctx(16), DocKind::HexoPost, input.as_bytes()).unwrap();
+        assert_eq!(out, input.as_bytes());
+        assert_eq!(
+            summary.passthrough,
+            Some(Passthrough::FrontMatterTooLarge(16))
+        );
+    }
+
+    #[test]
+    fn empty_input_gives_empty_output() {
+        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, b"").unwrap();
+        assert!(out.is_empty());
+        assert_eq!(summary.counts, Counts::default());
+    }
+}
