@@ -127,38 +127,8 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
     let quality = job.options.quality.unwrap_or(job.default_quality);
 
     if header.animated {
-        let webp_ok = job.accepted.contains(Format::Webp);
-        let acceptable = match header.format {
-            SourceFormat::Webp => webp_ok,
-            _ => true,
-        };
-        if fits && acceptable {
-            return Ok(passthrough(src, &header));
-        }
-        let wants_webp = job.options.format == Some(Format::Webp)
-            || (webp_ok && job.preference.contains(&Format::Webp));
-        let format = if wants_webp {
-            AnimatedFormat::Webp
-        } else {
-            AnimatedFormat::Gif
-        };
-        let bytes = animation::transform_frames(
-            src,
-            &header,
-            &plan,
-            job.limits.max_src_pixels,
-            format,
-            quality,
-        )?;
-        return Ok(Output {
-            bytes: bytes.into(),
-            mime: format.mime(),
-            width: plan.width,
-            height: plan.height,
-            passthrough: false,
-        });
+        return transform_animated(src, &header, &plan, fits, job, quality);
     }
-
     // There is no AVIF encoder, so an AVIF that fits goes out as it is to clients that take it.
     if header.format == SourceFormat::Avif && !meta.has_exif {
         if fits && job.accepted.contains(Format::Avif) {
@@ -168,15 +138,27 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
             return Err(PipelineError::Unsupported("AVIF decoding"));
         }
     }
+    transform_still(src, &header, meta, &plan, job, quality)
+}
 
+/// Decode (shrunk on load where the format allows), resize, orient, convert to sRGB, encode.
+fn transform_still(
+    src: &[u8],
+    header: &Header,
+    meta: Metadata,
+    plan: &Plan,
+    job: &Job<'_>,
+    quality: u8,
+) -> Result<Output, PipelineError> {
+    // Resizing before orienting touches fewer pixels; the plan is mapped to the stored axes.
     let stored_plan = if meta.transposes() {
         plan.transposed()
     } else {
-        plan
+        *plan
     };
     let mut raster = decode::decode(
         src,
-        &header,
+        header,
         stored_plan.min_source_size(header.width, header.height),
     )?;
     raster.drop_opaque_alpha();
@@ -196,16 +178,59 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
     let format = choose_format(job, &raster);
     let bytes = encode::encode(&raster, format, quality)?;
 
-    let untouched =
-        fits && !meta.has_exif && profile.is_none() && same_format(header.format, format);
+    let (dw, dh) = display_size(header, meta);
+    let untouched = plan.is_identity(dw, dh)
+        && !meta.has_exif
+        && profile.is_none()
+        && same_format(header.format, format);
     if untouched && bytes.len() >= src.len() {
-        return Ok(passthrough(src, &header));
+        return Ok(passthrough(src, header));
     }
     Ok(Output {
         bytes: bytes.into(),
         mime: format.mime(),
         width: raster.width,
         height: raster.height,
+        passthrough: false,
+    })
+}
+
+/// Passes an animation through when it fits and its format is acceptable, else resizes every
+/// frame. Output is animated WebP when forced or accepted and configured, else GIF: a forced
+/// JPEG or PNG cannot hold an animation, so it does not apply here.
+fn transform_animated(
+    src: &[u8],
+    header: &Header,
+    plan: &Plan,
+    fits: bool,
+    job: &Job<'_>,
+    quality: u8,
+) -> Result<Output, PipelineError> {
+    let webp_ok = job.accepted.contains(Format::Webp);
+    let acceptable = header.format != SourceFormat::Webp || webp_ok;
+    if fits && acceptable {
+        return Ok(passthrough(src, header));
+    }
+    let wants_webp = job.options.format == Some(Format::Webp)
+        || (webp_ok && job.preference.contains(&Format::Webp));
+    let format = if wants_webp {
+        AnimatedFormat::Webp
+    } else {
+        AnimatedFormat::Gif
+    };
+    let bytes = animation::transform_frames(
+        src,
+        header,
+        plan,
+        job.limits.max_src_pixels,
+        format,
+        quality,
+    )?;
+    Ok(Output {
+        bytes: bytes.into(),
+        mime: format.mime(),
+        width: plan.width,
+        height: plan.height,
         passthrough: false,
     })
 }
