@@ -12,7 +12,7 @@ RUN cargo build --release --locked --bin imgrelay
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libdav1d6 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/imgrelay --create-home imgrelay
 COPY --from=builder /src/target/release/imgrelay /usr/local/bin/imgrelay

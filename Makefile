@@ -2,7 +2,9 @@
 # Both install missing build prerequisites first (libjpeg-turbo's build needs cmake and nasm).
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-BUILD_TOOLS := cmake nasm
+BUILD_TOOLS := cmake nasm pkg-config
+# Debian packages whose presence is checked with dpkg rather than by a command name.
+BUILD_LIBS := libdav1d-dev
 TEST_TOOLS := nginx
 
 define apt_install_missing
@@ -13,9 +15,18 @@ define apt_install_missing
 	fi
 endef
 
+define apt_install_missing_pkgs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
 .PHONY: deps test-deps run test bench
 deps:
 	$(call apt_install_missing,$(BUILD_TOOLS))
+	$(call apt_install_missing_pkgs,$(BUILD_LIBS))
 
 test-deps: deps
 	$(call apt_install_missing,$(TEST_TOOLS))

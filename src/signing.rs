@@ -33,9 +33,13 @@ pub enum KeyError {
     },
 }
 
-/// One HMAC key.
+/// One HMAC key, kept with its pre-keyed HMAC state: signing then costs a clone instead of the
+/// two extra SHA-256 blocks of key setup (the rewriter signs thousands of URLs per page).
 #[derive(Clone)]
-pub struct Key(Vec<u8>);
+pub struct Key {
+    bytes: Vec<u8>,
+    keyed: Hmac<Sha256>,
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,27 +59,31 @@ impl Key {
                 MIN_KEY_BYTES * 2
             ));
         }
-        Ok(Key(bytes))
+        Ok(Key::new(bytes))
+    }
+
+    fn new(bytes: Vec<u8>) -> Key {
+        let keyed = match Hmac::<Sha256>::new_from_slice(&bytes) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        Key { bytes, keyed }
     }
 
     pub fn generate() -> Result<Key, std::io::Error> {
         let mut bytes = vec![0u8; MIN_KEY_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Key(bytes))
+        Ok(Key::new(bytes))
     }
 
     /// Short public fingerprint, for logs and `check-config`; reveals nothing of the key.
     pub fn id(&self) -> String {
-        let digest = Sha256::digest(&self.0);
+        let digest = Sha256::digest(&self.bytes);
         hex::encode(&digest[..4])
     }
 
     fn mac(&self, message: &[u8]) -> [u8; SIGNATURE_BYTES] {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
+        let mut mac = self.keyed.clone();
         mac.update(message);
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; SIGNATURE_BYTES];
@@ -180,7 +188,7 @@ fn create_key_file(path: &Path) -> Result<bool, KeyError> {
     match options.open(path) {
         Ok(mut file) => {
             let key = Key::generate().map_err(create_err)?;
-            writeln!(file, "{}", hex::encode(&key.0)).map_err(create_err)?;
+            writeln!(file, "{}", hex::encode(&key.bytes)).map_err(create_err)?;
             file.sync_all().map_err(create_err)?;
             Ok(true)
         }
@@ -194,7 +202,7 @@ mod tests {
     use super::*;
 
     fn key(byte: u8) -> Key {
-        Key(vec![byte; 32])
+        Key::new(vec![byte; 32])
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn check_source(url: &Url) -> Result<(), UrlError> {
             url.scheme()
         )));
     }
-    if url.host_str().map_or(true, str::is_empty) {
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(UrlError::BadSource("no host".into()));
     }
     if !url.username().is_empty() || url.password().is_some() {

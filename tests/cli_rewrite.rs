@@ -328,3 +328,70 @@ fn sign_prints_verifiable_urls_and_unwraps() {
     assert_eq!(lines[0], lines[1]);
     assert_eq!(decode_source(lines[0]).as_deref(), Some(upstream));
 }
+
+#[test]
+fn config_options_shape_the_markup() {
+    let env = cli_support::env_with(
+        "fetchpriority = true\nlazy = false\ncanonical_attr = false\nmax_width = 320\nsrcset_widths = [160, 320]",
+        "",
+    );
+    // public_base_url lives in [server]; write the whole file again with it.
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "[server]\n",
+        "[server]\npublic_base_url = \"https://blog.example.com/\"\n",
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let input = concat!(
+        "<html><head><meta property=\"og:image\" content=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/og.jpg\"></head><body>",
+        "<img src=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg?x=1&amp;y=2\" data-size=\"4000,3000\">",
+        "<img src=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/b.jpg\" data-size=\"640,480\" width=\"10\">",
+        "<script>var u='https://cors.zfour.workers.dev/?http://static.1sapp.com/c.jpg';</script>",
+        "</body></html>"
+    );
+    let out = String::from_utf8(cli_support::rewrite(&env, input.as_bytes())).unwrap();
+    assert!(
+        out.contains("<meta property=\"og:image\" content=\"https://blog.example.com/p9x/"),
+        "{out}"
+    );
+    let reqs = proxied(out.as_bytes());
+    let sources: Vec<&str> = reqs.iter().map(|r| r.source.as_str()).collect();
+    // Entities are decoded before the URL is taken apart.
+    assert!(
+        sources.contains(&"http://static.1sapp.com/a.jpg?x=1&y=2"),
+        "{sources:?}"
+    );
+    // 4000x3000 capped to 320 wide keeps its aspect; srcset stops at the target.
+    assert!(
+        out.contains("width=\"320\" height=\"240\" srcset=\""),
+        "{out}"
+    );
+    assert!(reqs.iter().any(|r| r.options == Options::sized(320, 240)));
+    assert!(reqs.iter().any(|r| r.options == Options::sized(160, 0)));
+    assert!(out.contains("fetchpriority=\"high\""));
+    assert!(!out.contains("loading=") && !out.contains("data-canonical-src"));
+    // An existing width is kept and no height is invented next to it.
+    assert!(out.contains(" width=\"10\"") && !out.contains("height=\"480\""));
+    assert!(out.contains(
+        "<script>var u='https://cors.zfour.workers.dev/?http://static.1sapp.com/c.jpg';</script>"
+    ));
+}
+
+#[test]
+fn write_failures_are_reported() {
+    let env = env("");
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return;
+    };
+    let out = bin()
+        .args(["rewrite", "--config", cfg(&env)])
+        .arg(data("articles/posts/canonical.md"))
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("canonical.md") && stderr.contains("cannot write"),
+        "{stderr}"
+    );
+}

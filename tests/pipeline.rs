@@ -227,19 +227,22 @@ fn transparency_survives_in_formats_that_have_it() {
     }
 }
 
-fn frame_count(out: &Output) -> usize {
-    let cursor = std::io::Cursor::new(out.bytes.as_ref());
-    match out.mime {
+/// Frame count and total duration in milliseconds.
+fn frames_of(bytes: &[u8], mime: &str) -> (usize, u32) {
+    let cursor = std::io::Cursor::new(bytes);
+    let frames = match mime {
         "image/gif" => image::codecs::gif::GifDecoder::new(cursor)
             .expect("GIF")
-            .into_frames()
-            .count(),
+            .into_frames(),
         "image/webp" => image::codecs::webp::WebPDecoder::new(cursor)
             .expect("WebP")
-            .into_frames()
-            .count(),
+            .into_frames(),
         other => panic!("animation came back as {other}"),
-    }
+    };
+    frames.fold((0, 0), |(n, total), f| {
+        let (num, den) = f.expect("frame").delay().numer_denom_ms();
+        (n + 1, total + num / den.max(1))
+    })
 }
 
 #[test]
@@ -265,7 +268,14 @@ fn animations_keep_every_frame() {
                 (display.0 / 2, display.1 / 2),
                 "{name}"
             );
-            assert_eq!(frame_count(&out), frames, "{name} as {}", out.mime);
+            let (count, duration) = frames_of(&out.bytes, out.mime);
+            assert_eq!(count, frames, "{name} as {}", out.mime);
+            let (_, source_duration) = frames_of(&src, img["mime"].as_str().expect("mime"));
+            assert!(
+                duration.abs_diff(source_duration) <= 20,
+                "{name} as {}: {duration} ms, source {source_duration} ms",
+                out.mime
+            );
             if !accepted.contains(Format::Webp) {
                 assert_eq!(out.mime, "image/gif");
             }
@@ -294,6 +304,31 @@ fn svg_is_refused_unless_allowed_then_passed_through() {
     assert_eq!(out.bytes.as_ref(), src.as_slice());
 }
 
+#[cfg(feature = "avif")]
+#[test]
+fn avif_is_decoded_when_it_needs_resizing_or_is_not_accepted() {
+    let src = read("photo-640x480.avif");
+    let out = run(&src, &Options::sized(320, 240), jpeg_png()).expect("avif");
+    assert_eq!((out.mime, out.width, out.height), ("image/jpeg", 320, 240));
+    let ours = decode_output(&out).into_rgb8();
+    // The picture has a white label with a black outline top left and a yellow blob at the
+    // bottom centre: checks range (white/black reach the ends) and chroma order (yellow, not blue).
+    let label = (0..120).flat_map(|x| (2..30).map(move |y| (x, y)));
+    let lumas: Vec<u8> = label.map(|(x, y)| ours.get_pixel(x, y).0[1]).collect();
+    assert!(lumas.iter().any(|&l| l >= 240), "no white in the label");
+    assert!(lumas.iter().any(|&l| l <= 40), "no black in the label");
+    let [r, g, b] = ours.get_pixel(150, 218).0;
+    assert!(
+        r > 170 && g > 170 && b < 130,
+        "blob is {:?}, want yellow",
+        [r, g, b]
+    );
+    // Transparency-free AVIF to a client without AVIF, at full size: decoded, not refused.
+    let out = run(&src, &Options::default(), jpeg_png()).expect("full size");
+    assert_eq!((out.mime, out.width, out.height), ("image/jpeg", 640, 480));
+}
+
+#[cfg(not(feature = "avif"))]
 #[test]
 fn avif_passes_through_when_it_fits_and_is_accepted() {
     let src = read("photo-640x480.avif");
@@ -452,4 +487,127 @@ fn truncated_jpeg_is_refused_as_truncated() {
     assert!(matches!(err, PipelineError::Truncated), "{err}");
     let err = run(&read("zero-bytes.jpg"), &Options::default(), jpeg_png()).expect_err("empty");
     assert!(matches!(err, PipelineError::Empty), "{err}");
+}
+
+#[test]
+fn wide_gamut_icc_profiles_are_converted_to_srgb() {
+    let name = "icc-adobergb-640x480.jpg";
+    let img = image_named(name);
+    let checks = &img["checks"];
+    let tolerance = checks["tolerance"].as_i64().expect("tolerance");
+    let out = run(&read(name), &Options::default(), jpeg_png()).expect(name);
+    assert!(!out.passthrough);
+    let decoded = decode_output(&out).into_rgb8();
+    for s in checks["icc_samples"].as_array().expect("samples") {
+        let (x, y) = (
+            s["x"].as_u64().expect("x") as u32,
+            s["y"].as_u64().expect("y") as u32,
+        );
+        let got = decoded.get_pixel(x, y).0;
+        for (c, want) in s["srgb_rgb"].as_array().expect("srgb").iter().enumerate() {
+            let want = want.as_i64().expect("channel");
+            assert!(
+                (i64::from(got[c]) - want).abs() <= tolerance,
+                "at ({x},{y}): {got:?}, want sRGB {}",
+                s["srgb_rgb"]
+            );
+        }
+    }
+}
+
+#[test]
+fn images_too_wide_for_webp_fall_back_to_a_format_that_holds_them() {
+    // 20000x10 PNG: fine for the pixel caps, beyond WebP's 16383-pixel sides.
+    let mut png = Vec::new();
+    let pixels = vec![90u8; 20_000 * 10 * 3];
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &pixels,
+        20_000,
+        10,
+        image::ExtendedColorType::Rgb8,
+    )
+    .expect("png");
+    let options = Options {
+        format: Some(Format::Webp),
+        ..Options::default()
+    };
+    let out = run(&png, &options, webp_too()).expect("wide");
+    assert_ne!(out.mime, "image/webp");
+    assert_eq!((out.width, out.height), (20_000, 10));
+    decode_output(&out);
+}
+
+#[test]
+fn truncated_sources_of_every_format_are_refused() {
+    for img in manifest_images() {
+        if img["expected"] != "ok" || img["format"] == "avif" {
+            continue;
+        }
+        let name = img["file"].as_str().expect("file");
+        let src = read(name);
+        let cut = &src[..src.len() * 6 / 10];
+        match run(cut, &Options::sized(100, 100), jpeg_png()) {
+            Err(e) => assert_eq!(e.status().as_u16(), 415, "{name}: {e}"),
+            Ok(out) => panic!("{name} cut to 60% was served as {}", out.mime),
+        }
+    }
+}
+
+#[test]
+fn corrupted_bytes_never_panic() {
+    // Deterministic damage spread over each file: every outcome is fine except a panic.
+    for img in manifest_images() {
+        let name = img["file"].as_str().expect("file");
+        let src = read(name);
+        if src.len() < 64 {
+            continue;
+        }
+        for step in 1..24 {
+            let mut damaged = src.clone();
+            let at = src.len() * step / 24;
+            for (k, b) in damaged[at..].iter_mut().take(16).enumerate() {
+                *b ^= 0x5A ^ (k as u8).wrapping_mul(37);
+            }
+            if let Err(e) = run(&damaged, &Options::sized(120, 90), webp_too()) {
+                assert_ne!(e.status().as_u16(), 500, "{name} damaged at {at}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cover_crops_every_kind_of_source_to_the_exact_box() {
+    for name in [
+        "photo-4000x3000.jpg",
+        "orient-6.jpg",
+        "orient-3.jpg",
+        "rgba-400x300.png",
+        "animated-160x120.gif",
+    ] {
+        for (bw, bh) in [(60, 100), (100, 60), (64, 64)] {
+            let options = Options {
+                cover: true,
+                ..Options::sized(bw, bh)
+            };
+            let out =
+                run(&read(name), &options, jpeg_png()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let decoded = decode_output(&out);
+            assert_eq!(
+                (decoded.width(), decoded.height()),
+                (bw, bh),
+                "{name} {bw}x{bh}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cover_never_upscales_to_fill_a_box_taller_than_the_source() {
+    let options = Options {
+        cover: true,
+        ..Options::sized(100, 200)
+    };
+    let out = run(&read("panorama-10000x100.jpg"), &options, jpeg_png()).expect("panorama");
+    assert_eq!((out.width, out.height), (100, 100));
 }

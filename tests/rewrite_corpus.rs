@@ -133,7 +133,39 @@ fn check_document(doc: &Value, input: &[u8], output: &[u8], policy: Policy) -> u
             ),
         }
     }
+    check_front_matter_quoting(id, refs, output, &must);
     refs.iter().filter(|r| must(r)).count()
+}
+
+/// Rewritten front matter values keep their YAML quoting style.
+fn check_front_matter_quoting(
+    id: &str,
+    refs: &[Value],
+    output: &[u8],
+    must: &dyn Fn(&Value) -> bool,
+) {
+    let Some(close) = memchr::memmem::find(output.get(4..).unwrap_or_default(), b"\n---") else {
+        return;
+    };
+    let fm = &output[..close + 4];
+    let style_count = |style: &str| {
+        refs.iter()
+            .filter(|r| s(r, "context") == "front-matter" && must(r) && s(r, "yaml_style") == style)
+            .count()
+    };
+    let p = cli_support::PREFIX;
+    let plain = count(fm, format!(": {p}/").as_bytes()) + count(fm, format!("- {p}/").as_bytes());
+    assert_eq!(
+        count(fm, format!("'{p}/").as_bytes()),
+        style_count("single"),
+        "{id}: single-quoted"
+    );
+    assert_eq!(
+        count(fm, format!("\"{p}/").as_bytes()),
+        style_count("double"),
+        "{id}: double-quoted"
+    );
+    assert_eq!(plain, style_count("plain"), "{id}: plain scalars");
 }
 
 fn run_corpus(env: &Env, policy: Policy) -> (usize, usize) {

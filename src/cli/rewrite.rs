@@ -176,11 +176,13 @@ fn finish(
     }
 }
 
-/// A temporary output file that is removed unless committed.
+/// A temporary output file next to its destination, renamed over it on commit and removed
+/// otherwise, so a failed run never leaves a half-written file in place.
 struct TempOut {
     path: PathBuf,
     dest: PathBuf,
-    file: Option<std::io::BufWriter<File>>,
+    file: std::io::BufWriter<File>,
+    committed: bool,
 }
 
 impl TempOut {
@@ -201,22 +203,23 @@ impl TempOut {
         Ok(TempOut {
             path,
             dest: dest.to_path_buf(),
-            file: Some(std::io::BufWriter::new(file)),
+            file: std::io::BufWriter::with_capacity(CHUNK, file),
+            committed: false,
         })
     }
 
     fn commit(mut self) -> std::io::Result<()> {
-        if let Some(mut f) = self.file.take() {
-            f.flush()?;
-            f.get_ref().sync_all()?;
-        }
-        std::fs::rename(&self.path, &self.dest)
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        std::fs::rename(&self.path, &self.dest)?;
+        self.committed = true;
+        Ok(())
     }
 }
 
 impl Drop for TempOut {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if !self.committed {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -229,53 +232,55 @@ fn process(
     target: &Target,
     collect: bool,
 ) -> Result<Summary, String> {
-    let stdout = std::io::stdout();
-    let mut temp = None;
-    let mut writer: Box<dyn Write> = match target {
-        Target::Stdout => Box::new(std::io::BufWriter::with_capacity(CHUNK, stdout.lock())),
+    let write_err = |e: std::io::Error| format!("cannot write output: {e}");
+    match target {
+        Target::Stdout => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(CHUNK, stdout.lock());
+            let summary = stream(ctx, input, &mut out, collect)?;
+            out.flush().map_err(write_err)?;
+            Ok(summary)
+        }
         Target::File { dest } => {
-            let t = TempOut::create(dest)
-                .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
-            temp = Some(t);
-            Box::new(std::io::sink())
+            let cannot = |e: std::io::Error| format!("cannot write {}: {e}", dest.display());
+            let mut temp = TempOut::create(dest).map_err(cannot)?;
+            let summary = stream(ctx, input, &mut temp.file, collect)?;
+            temp.commit().map_err(cannot)?;
+            Ok(summary)
         }
-    };
+    }
+}
+
+/// Reads `input` in chunks into the rewriter, whose output goes to `out`.
+fn stream(
+    ctx: &Arc<RewriteContext>,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    collect: bool,
+) -> Result<Summary, String> {
+    // The sink cannot fail, so the first write error is kept and reported at the end.
     let mut write_error: Option<std::io::Error> = None;
-    let summary = {
-        let out: &mut dyn Write = match temp.as_mut().and_then(|t| t.file.as_mut()) {
-            Some(f) => f,
-            None => &mut writer,
-        };
-        let sink = |bytes: &[u8]| {
-            if write_error.is_none() {
-                if let Err(e) = out.write_all(bytes) {
-                    write_error = Some(e);
-                }
+    let sink = |bytes: &[u8]| {
+        if write_error.is_none() {
+            if let Err(e) = out.write_all(bytes) {
+                write_error = Some(e);
             }
-        };
-        let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink).collect_report(collect);
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("cannot read: {e}")),
-            };
-            rw.write(&buf[..n]).map_err(|e| e.to_string())?;
         }
-        rw.end().map_err(|e| e.to_string())?
     };
-    if let Some(e) = write_error {
-        return Err(format!("cannot write output: {e}"));
+    let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink).collect_report(collect);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        rw.write(&buf[..n]).map_err(|e| e.to_string())?;
     }
-    writer
-        .flush()
-        .map_err(|e| format!("cannot write output: {e}"))?;
-    if let Some(t) = temp {
-        let dest = t.dest.clone();
-        t.commit()
-            .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    let summary = rw.end().map_err(|e| e.to_string())?;
+    match write_error {
+        Some(e) => Err(format!("cannot write output: {e}")),
+        None => Ok(summary),
     }
-    Ok(summary)
 }

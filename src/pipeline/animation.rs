@@ -75,7 +75,7 @@ pub fn transform_frames(
             alpha: true,
         };
         out.push(Frame {
-            raster: resize(&mut resizer, &raster, plan, header.width, header.height)?,
+            raster: resize(&mut resizer, raster, plan, header.width, header.height)?,
             delay_ms,
         });
     }

@@ -7,6 +7,9 @@ use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
 use super::sniff::{Header, SourceFormat};
 use super::PipelineError;
 
+/// Whether this build decodes AVIF (cargo feature `avif`).
+pub const AVIF_DECODING: bool = cfg!(feature = "avif");
+
 /// 8-bit pixels, RGB or RGBA, tightly packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Raster {
@@ -57,6 +60,9 @@ pub fn decode(src: &[u8], header: &Header, min_size: (u32, u32)) -> Result<Raste
         SourceFormat::Png => decode_with_image(src, header, image::ImageFormat::Png),
         SourceFormat::Gif => decode_with_image(src, header, image::ImageFormat::Gif),
         SourceFormat::Webp => decode_with_image(src, header, image::ImageFormat::WebP),
+        #[cfg(feature = "avif")]
+        SourceFormat::Avif => super::avif::decode(src, header),
+        #[cfg(not(feature = "avif"))]
         SourceFormat::Avif => Err(PipelineError::Unsupported("AVIF decoding")),
         SourceFormat::Svg => Err(PipelineError::Unsupported("SVG rasterising")),
     }
@@ -147,23 +153,7 @@ fn classify(e: turbojpeg::Error) -> JpegFailure {
 /// Photoshop (and libjpeg, which follows it) stores CMYK inverted when it writes an Adobe APP14
 /// marker; without the marker the values are plain.
 fn adobe_inverted(src: &[u8]) -> bool {
-    let mut i = 2;
-    while let (Some(&0xFF), Some(&marker)) = (src.get(i), src.get(i + 1)) {
-        if marker == 0xDA || marker == 0xD9 {
-            break;
-        }
-        let Some(len) = src
-            .get(i + 2..i + 4)
-            .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
-        else {
-            break;
-        };
-        if marker == 0xEE && src.get(i + 4..i + 9) == Some(b"Adobe") {
-            return true;
-        }
-        i += 2 + len;
-    }
-    false
+    super::sniff::jpeg_segments(src).any(|s| s.marker == 0xEE && s.body.starts_with(b"Adobe"))
 }
 
 /// Naive CMYK → RGB (no CMYK profile is applied, as browsers do without one).

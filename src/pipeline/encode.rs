@@ -7,9 +7,16 @@ use super::decode::Raster;
 use super::PipelineError;
 use crate::urls::Format;
 
-/// Formats this build can write.
-pub fn can_encode(format: Format) -> bool {
-    !matches!(format, Format::Avif)
+/// Whether this build can write a `width` x `height` image in `format` (WebP stops at 16383
+/// pixels a side, JPEG at 65500; AVIF has no encoder here).
+pub fn can_encode(format: Format, width: u32, height: u32) -> bool {
+    let side = width.max(height);
+    match format {
+        Format::Jpeg => side <= 65_500,
+        Format::Webp => side <= 16_383,
+        Format::Png => true,
+        Format::Avif => false,
+    }
 }
 
 pub fn encode(raster: &Raster, format: Format, quality: u8) -> Result<Vec<u8>, PipelineError> {
@@ -21,15 +28,15 @@ pub fn encode(raster: &Raster, format: Format, quality: u8) -> Result<Vec<u8>, P
     }
 }
 
-/// Baseline JPEG with 4:2:0 chroma and optimised Huffman tables. Alpha, if any, is dropped:
-/// callers only ask for JPEG with alpha when the client forced it.
+/// Baseline JPEG with 4:2:0 chroma. Huffman optimisation stays off: it more than doubles encode
+/// time for about 4% smaller files. Alpha, if any, is dropped: callers only ask for JPEG with
+/// alpha when the client forced it.
 fn encode_jpeg(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
     let internal = |e: turbojpeg::Error| PipelineError::Internal(e.to_string());
     let mut c = Compressor::new().map_err(internal)?;
     c.set_quality(i32::from(quality.clamp(1, 100)))
         .map_err(internal)?;
     c.set_subsamp(Subsamp::Sub2x2).map_err(internal)?;
-    c.set_optimize(true).map_err(internal)?;
     let (format, size) = if raster.alpha {
         (PixelFormat::RGBA, 4)
     } else {

@@ -1,12 +1,15 @@
 //! The image transform: sniff → header check → decode (shrink-on-load) → resize → orient →
-//! encode in the negotiated format.
+//! colour-convert to sRGB → encode in the negotiated format.
 //!
 //! Every stage is a public module so benchmarks can time them one by one; [`transform`] is the
 //! whole job and the only entry point the server uses.
 
 pub mod animation;
+#[cfg(feature = "avif")]
+pub mod avif;
 pub mod decode;
 pub mod encode;
+pub mod icc;
 pub mod negotiate;
 pub mod orient;
 pub mod resize;
@@ -98,8 +101,9 @@ impl PipelineError {
 ///
 /// Sources that need nothing done (fit the box, no EXIF, same output format) are served as they
 /// are when re-encoding would not make them smaller. Animated sources keep their animation (see
-/// [`animation`]). AVIF sources cannot be decoded by this build: they pass through unchanged when
-/// they fit the box and the client accepts AVIF, and are refused (415) otherwise.
+/// [`animation`]). AVIF sources pass through unchanged when they fit the box and the client
+/// accepts AVIF; otherwise they are decoded when the `avif` feature is built in, and refused (415)
+/// when it is not.
 pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
     let header = sniff::sniff(src)?;
     if header.format == SourceFormat::Svg {
@@ -123,78 +127,110 @@ pub fn transform(src: &[u8], job: &Job<'_>) -> Result<Output, PipelineError> {
     let quality = job.options.quality.unwrap_or(job.default_quality);
 
     if header.animated {
-        let webp_ok = job.accepted.contains(Format::Webp);
-        let acceptable = match header.format {
-            SourceFormat::Webp => webp_ok,
-            _ => true,
-        };
-        if fits && acceptable {
+        return transform_animated(src, &header, &plan, fits, job, quality);
+    }
+    // There is no AVIF encoder, so an AVIF that fits goes out as it is to clients that take it.
+    if header.format == SourceFormat::Avif && !meta.has_exif {
+        if fits && job.accepted.contains(Format::Avif) {
             return Ok(passthrough(src, &header));
         }
-        let wants_webp = job.options.format == Some(Format::Webp)
-            || (webp_ok && job.preference.contains(&Format::Webp));
-        let format = if wants_webp {
-            AnimatedFormat::Webp
-        } else {
-            AnimatedFormat::Gif
-        };
-        let bytes = animation::transform_frames(
-            src,
-            &header,
-            &plan,
-            job.limits.max_src_pixels,
-            format,
-            quality,
-        )?;
-        return Ok(Output {
-            bytes: bytes.into(),
-            mime: format.mime(),
-            width: plan.width,
-            height: plan.height,
-            passthrough: false,
-        });
+        if !decode::AVIF_DECODING {
+            return Err(PipelineError::Unsupported("AVIF decoding"));
+        }
     }
+    transform_still(src, &header, meta, &plan, job, quality)
+}
 
-    if header.format == SourceFormat::Avif {
-        return if fits && job.accepted.contains(Format::Avif) {
-            Ok(passthrough(src, &header))
-        } else {
-            Err(PipelineError::Unsupported("AVIF decoding"))
-        };
-    }
-
+/// Decode (shrunk on load where the format allows), resize, orient, convert to sRGB, encode.
+fn transform_still(
+    src: &[u8],
+    header: &Header,
+    meta: Metadata,
+    plan: &Plan,
+    job: &Job<'_>,
+    quality: u8,
+) -> Result<Output, PipelineError> {
+    // Resizing before orienting touches fewer pixels; the plan is mapped to the stored axes.
     let stored_plan = if meta.transposes() {
         plan.transposed()
     } else {
-        plan
+        *plan
     };
     let mut raster = decode::decode(
         src,
-        &header,
+        header,
         stored_plan.min_source_size(header.width, header.height),
     )?;
     raster.drop_opaque_alpha();
     let mut resizer = fast_image_resize::Resizer::new();
     let raster = resize::resize(
         &mut resizer,
-        &raster,
+        raster,
         &stored_plan,
         header.width,
         header.height,
     )?;
-    let raster = orient::apply(raster, meta.orientation);
+    let mut raster = orient::apply(raster, meta.orientation);
+    let profile = icc::non_srgb_profile(src, header.format);
+    if let Some(profile) = &profile {
+        icc::to_srgb(&mut raster, profile);
+    }
     let format = choose_format(job, &raster);
     let bytes = encode::encode(&raster, format, quality)?;
 
-    let untouched = fits && !meta.has_exif && same_format(header.format, format);
+    let (dw, dh) = display_size(header, meta);
+    let untouched = plan.is_identity(dw, dh)
+        && !meta.has_exif
+        && profile.is_none()
+        && same_format(header.format, format);
     if untouched && bytes.len() >= src.len() {
-        return Ok(passthrough(src, &header));
+        return Ok(passthrough(src, header));
     }
     Ok(Output {
         bytes: bytes.into(),
         mime: format.mime(),
         width: raster.width,
         height: raster.height,
+        passthrough: false,
+    })
+}
+
+/// Passes an animation through when it fits and its format is acceptable, else resizes every
+/// frame. Output is animated WebP when forced or accepted and configured, else GIF: a forced
+/// JPEG or PNG cannot hold an animation, so it does not apply here.
+fn transform_animated(
+    src: &[u8],
+    header: &Header,
+    plan: &Plan,
+    fits: bool,
+    job: &Job<'_>,
+    quality: u8,
+) -> Result<Output, PipelineError> {
+    let webp_ok = job.accepted.contains(Format::Webp);
+    let acceptable = header.format != SourceFormat::Webp || webp_ok;
+    if fits && acceptable {
+        return Ok(passthrough(src, header));
+    }
+    let wants_webp = job.options.format == Some(Format::Webp)
+        || (webp_ok && job.preference.contains(&Format::Webp));
+    let format = if wants_webp {
+        AnimatedFormat::Webp
+    } else {
+        AnimatedFormat::Gif
+    };
+    let bytes = animation::transform_frames(
+        src,
+        header,
+        plan,
+        job.limits.max_src_pixels,
+        format,
+        quality,
+    )?;
+    Ok(Output {
+        bytes: bytes.into(),
+        mime: format.mime(),
+        width: plan.width,
+        height: plan.height,
         passthrough: false,
     })
 }
@@ -221,20 +257,17 @@ fn display_size(header: &Header, meta: Metadata) -> (u32, u32) {
 
 /// The forced format when it can be written; else the first configured format the client
 /// accepts and we can write, skipping JPEG for images with real transparency; else JPEG for
-/// opaque images and PNG for transparent ones.
+/// opaque images and PNG for transparent ones (or too wide for JPEG).
 pub fn choose_format(job: &Job<'_>, raster: &Raster) -> Format {
-    if let Some(forced) = job.options.format.filter(|&f| encode::can_encode(f)) {
+    let writable = |f: Format| encode::can_encode(f, raster.width, raster.height);
+    if let Some(forced) = job.options.format.filter(|&f| writable(f)) {
         return forced;
     }
     job.preference
         .iter()
         .copied()
-        .find(|&f| {
-            job.accepted.contains(f)
-                && encode::can_encode(f)
-                && !(raster.alpha && f == Format::Jpeg)
-        })
-        .unwrap_or(if raster.alpha {
+        .find(|&f| job.accepted.contains(f) && writable(f) && !(raster.alpha && f == Format::Jpeg))
+        .unwrap_or(if raster.alpha || !writable(Format::Jpeg) {
             Format::Png
         } else {
             Format::Jpeg

@@ -34,6 +34,11 @@ pub fn read_metadata(src: &[u8], format: SourceFormat) -> Metadata {
     ) {
         return Metadata::NONE;
     }
+    // In a JPEG the EXIF block sits before the first scan; the reader need not see the rest.
+    let src = match format {
+        SourceFormat::Jpeg => &src[..super::sniff::jpeg_header_len(src)],
+        _ => src,
+    };
     let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(src)) else {
         return Metadata::NONE;
     };
@@ -54,32 +59,48 @@ pub fn apply(raster: Raster, orientation: u8) -> Raster {
         return raster;
     }
     let (w, h) = (raster.width as usize, raster.height as usize);
-    let c = raster.channels();
     let (ow, oh) = if orientation >= 5 { (h, w) } else { (w, h) };
-    let mut out = vec![0u8; raster.data.len()];
-    for y in 0..oh {
-        for x in 0..ow {
-            // The stored pixel that shows at display position (x, y).
-            let (sx, sy) = match orientation {
-                2 => (w - 1 - x, y),
-                3 => (w - 1 - x, h - 1 - y),
-                4 => (x, h - 1 - y),
-                5 => (y, x),
-                6 => (y, h - 1 - x),
-                7 => (w - 1 - y, h - 1 - x),
-                _ => (w - 1 - y, x),
-            };
-            let s = (sy * w + sx) * c;
-            let d = (y * ow + x) * c;
-            out[d..d + c].copy_from_slice(&raster.data[s..s + c]);
-        }
-    }
+    let data = if raster.alpha {
+        remap::<4>(&raster.data, w, h, orientation)
+    } else {
+        remap::<3>(&raster.data, w, h, orientation)
+    };
     Raster {
-        data: out,
+        data,
         width: ow as u32,
         height: oh as u32,
         alpha: raster.alpha,
     }
+}
+
+/// Writes the output in order, walking the source with a fixed step per output column and row;
+/// `C` bytes per pixel as a constant lets each copy be one move.
+fn remap<const C: usize>(src: &[u8], w: usize, h: usize, orientation: u8) -> Vec<u8> {
+    let (wi, hi) = (w as isize, h as isize);
+    let last_col = wi - 1;
+    let last_row = (hi - 1) * wi;
+    // Source pixel index of display (0, 0), and its change per display column and per row.
+    let (base, step_x, step_y) = match orientation {
+        2 => (last_col, -1, wi),
+        3 => (last_col + last_row, -1, -wi),
+        4 => (last_row, 1, -wi),
+        5 => (0, wi, 1),
+        6 => (last_row, -wi, 1),
+        7 => (last_col + last_row, -wi, -1),
+        8 => (last_col, wi, -1),
+        _ => (0, 1, wi),
+    };
+    let (ow, oh) = if orientation >= 5 { (h, w) } else { (w, h) };
+    let mut out = Vec::with_capacity(src.len());
+    for y in 0..oh as isize {
+        let mut at = base + y * step_y;
+        for _ in 0..ow {
+            let i = at as usize * C;
+            out.extend_from_slice(&src[i..i + C]);
+            at += step_x;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -115,13 +115,13 @@ fn scaled(size: f64, scale: f64) -> u32 {
 /// following `plan`. Alpha is premultiplied during filtering so edges do not darken.
 pub fn resize(
     resizer: &mut Resizer,
-    raster: &Raster,
+    raster: Raster,
     plan: &Plan,
     full_w: u32,
     full_h: u32,
 ) -> Result<Raster, PipelineError> {
     if plan.is_identity(raster.width, raster.height) {
-        return Ok(raster.clone());
+        return Ok(raster);
     }
     let pixel_type = if raster.alpha {
         PixelType::U8x4

@@ -95,36 +95,60 @@ fn le24(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from(s[0]) | u32::from(s[1]) << 8 | u32::from(s[2]) << 16)
 }
 
-/// Walks the marker segments up to the first SOFn frame header.
-fn jpeg_header(b: &[u8]) -> Option<Header> {
+/// One marker segment of a JPEG header: the marker byte, the payload after the length field, and
+/// the offset just past the segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub marker: u8,
+    pub body: &'a [u8],
+    pub end: usize,
+}
+
+/// The marker segments of a JPEG up to (not including) the first scan; stops early at anything
+/// malformed. Fill bytes and stand-alone markers are skipped.
+pub fn jpeg_segments(src: &[u8]) -> impl Iterator<Item = Segment<'_>> {
     let mut i = 2;
-    loop {
-        while *b.get(i)? != 0xFF {
+    std::iter::from_fn(move || loop {
+        while *src.get(i)? != 0xFF {
             i += 1;
         }
-        while *b.get(i)? == 0xFF {
+        while *src.get(i)? == 0xFF {
             i += 1;
         }
-        let marker = *b.get(i)?;
+        let marker = *src.get(i)?;
         i += 1;
         if matches!(marker, 0x01 | 0xD0..=0xD7) {
             continue;
         }
-        if marker == 0xD9 || marker == 0xDA {
+        if matches!(marker, 0xD9 | 0xDA) {
             return None;
         }
-        let len = be16(b, i)? as usize;
-        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
-        if is_sof {
-            return Some(Header {
-                format: SourceFormat::Jpeg,
-                height: be16(b, i + 3)?,
-                width: be16(b, i + 5)?,
-                animated: false,
-            });
-        }
-        i += len;
-    }
+        let len = be16(src, i)? as usize;
+        let body = src.get(i + 2..i + len.max(2))?;
+        i += len.max(2);
+        return Some(Segment {
+            marker,
+            body,
+            end: i,
+        });
+    })
+}
+
+/// Where the first scan starts: everything before it is header and metadata.
+pub fn jpeg_header_len(src: &[u8]) -> usize {
+    jpeg_segments(src).last().map_or(src.len(), |s| s.end)
+}
+
+/// The first SOFn frame header gives the size.
+fn jpeg_header(b: &[u8]) -> Option<Header> {
+    let sof = jpeg_segments(b)
+        .find(|s| matches!(s.marker, 0xC0..=0xCF) && !matches!(s.marker, 0xC4 | 0xC8 | 0xCC))?;
+    Some(Header {
+        format: SourceFormat::Jpeg,
+        height: be16(sof.body, 1)?,
+        width: be16(sof.body, 3)?,
+        animated: false,
+    })
 }
 
 /// IHDR gives the size; an `acTL` chunk before the image data makes it an APNG.

@@ -1,6 +1,9 @@
 //! Everything a document rewrite needs that is fixed for the process: signer, policy, hosts.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use url::Url;
@@ -132,25 +135,125 @@ fn upstream(inner: &str) -> Result<Url, String> {
     parsed.map_err(|e| format!("inner URL unusable: {e}"))
 }
 
-/// Signs URLs for one document, remembering recent results so repeated images cost one HMAC.
-#[derive(Debug, Default)]
-pub struct SignMemo {
-    entries: HashMap<(Url, Options), Arc<str>>,
+/// How a memoised value was written: the same text means different URLs in HTML (entities)
+/// and in already-decoded text (front matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Markup {
+    Html,
+    Decoded,
 }
 
-/// Entries kept per document; beyond it the memo starts over (memory stays bounded).
-const MEMO_ENTRIES: usize = 512;
+/// The memoised judgement of one raw URL with one set of options.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Rewrite {
+        upstream: Arc<str>,
+        proxied: Arc<str>,
+    },
+    Keep(&'static str),
+    Skip(Arc<str>),
+}
 
-impl SignMemo {
-    pub fn sign(&mut self, ctx: &RewriteContext, url: &Url, options: Options) -> Arc<str> {
-        if let Some(hit) = self.entries.get(&(url.clone(), options)) {
-            return hit.clone();
+/// A remembered judgement of a raw URL (kept URLs are cheap to judge again, so they are
+/// not remembered and cannot crowd out the images).
+#[derive(Debug, Clone)]
+enum Judged {
+    Rewrite { url: Url, upstream: Arc<str> },
+    Skip(Arc<str>),
+}
+
+/// Judges and signs URLs for one document, remembering recent results in two levels: raw
+/// value → upstream (saves decoding and URL parsing), and upstream + options → proxied URL
+/// (saves the HMAC). A page repeating its images, or one image under several wrappers and
+/// sizes, then costs hash lookups.
+#[derive(Debug, Default)]
+pub struct Memo {
+    hasher: RandomState,
+    judged: HashMap<u64, (Box<str>, Markup, Judged)>,
+    signed: HashMap<u64, (Arc<str>, Options, Arc<str>)>,
+    /// Approximate heap bytes held by both maps.
+    bytes: usize,
+}
+
+/// Heap bytes the memo may hold per document; beyond it the memo starts over. Archive pages
+/// repeat a few thousand thumbnails, which this covers.
+const MEMO_BYTES: usize = 2 << 20;
+/// Per-entry overhead beyond the strings (table slot, Arc headers, `Url` indices).
+const ENTRY_OVERHEAD: usize = 96;
+
+impl Memo {
+    pub fn resolve(
+        &mut self,
+        ctx: &RewriteContext,
+        raw: &str,
+        markup: Markup,
+        options: Options,
+    ) -> Outcome {
+        let (url, upstream) = match self.judge(ctx, raw, markup) {
+            Ok(Judged::Rewrite { url, upstream }) => (url, upstream),
+            Ok(Judged::Skip(reason)) => return Outcome::Skip(reason),
+            Err(reason) => return Outcome::Keep(reason),
+        };
+        let key = self.hasher.hash_one((&*upstream, options));
+        if let Some((u, o, proxied)) = self.signed.get(&key) {
+            if *u == upstream && *o == options {
+                return Outcome::Rewrite {
+                    upstream,
+                    proxied: proxied.clone(),
+                };
+            }
         }
-        if self.entries.len() >= MEMO_ENTRIES {
-            self.entries.clear();
+        let proxied: Arc<str> = ctx.signer.url_for(&url, &options).into();
+        self.reserve(ENTRY_OVERHEAD + proxied.len());
+        self.signed
+            .insert(key, (upstream.clone(), options, proxied.clone()));
+        Outcome::Rewrite { upstream, proxied }
+    }
+
+    /// The judgement of `raw`; `Err` carries the reason a URL is kept.
+    fn judge(
+        &mut self,
+        ctx: &RewriteContext,
+        raw: &str,
+        markup: Markup,
+    ) -> Result<Judged, &'static str> {
+        let key = self.hasher.hash_one((raw, markup));
+        if let Some((r, m, judged)) = self.judged.get(&key) {
+            if &**r == raw && *m == markup {
+                return Ok(judged.clone());
+            }
         }
-        let signed: Arc<str> = ctx.signer.url_for(url, &options).into();
-        self.entries.insert((url.clone(), options), signed.clone());
-        signed
+        let decoded = match markup {
+            Markup::Html => super::entities::decode(raw),
+            Markup::Decoded => std::borrow::Cow::Borrowed(raw),
+        };
+        let judged = match ctx.decide(&decoded) {
+            Decision::Rewrite(url) => Judged::Rewrite {
+                upstream: url.as_str().into(),
+                url,
+            },
+            Decision::Skip(reason) => Judged::Skip(reason.into()),
+            Decision::Keep(reason) => return Err(reason),
+        };
+        let size = ENTRY_OVERHEAD
+            + raw.len()
+            + match &judged {
+                Judged::Rewrite { upstream, .. } => 2 * upstream.len(),
+                Judged::Skip(reason) => reason.len(),
+            };
+        self.reserve(size);
+        self.judged
+            .insert(key, (raw.into(), markup, judged.clone()));
+        Ok(judged)
+    }
+
+    /// Makes room for `size` more bytes, starting over when the budget is spent.
+    fn reserve(&mut self, size: usize) {
+        if self.bytes + size > MEMO_BYTES {
+            self.judged.clear();
+            self.signed.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
     }
 }

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use super::context::{Markup, Outcome};
 use super::html::DocState;
 use super::report::Action;
 
@@ -156,35 +157,30 @@ fn rewrite_scalar<'a>(
     };
     let raw = &line[start + scalar.inner.start..start + scalar.inner.end];
     let options = st.ctx.unsized_options();
-    let decision = st.ctx.decide(&scalar.value);
-    use super::context::Decision;
-    match decision {
-        Decision::Rewrite(url) => {
-            let ctx = st.ctx.clone();
-            let proxied = st.memo.sign(&ctx, &url, options);
-            st.record(
-                || place,
-                raw,
-                Action::Rewritten,
-                "rewritten".into(),
-                Some(&url),
-                None,
-            );
-            let mut out = String::with_capacity(line.len() + proxied.len());
-            out.push_str(&line[..start + scalar.inner.start]);
-            out.push_str(&scalar.style.escape(&proxied));
-            out.push_str(&line[start + scalar.inner.end..]);
-            Cow::Owned(out)
-        }
-        Decision::Keep(reason) => {
-            st.record(|| place, raw, Action::Kept, reason.into(), None, None);
-            Cow::Borrowed(line)
-        }
-        Decision::Skip(reason) => {
-            st.record(|| place, raw, Action::Skipped, reason.into(), None, None);
-            Cow::Borrowed(line)
-        }
-    }
+    // The memo is keyed by the decoded value; the report shows the value as written.
+    let ctx = st.ctx.clone();
+    let outcome = st
+        .memo
+        .resolve(&ctx, &scalar.value, Markup::Decoded, options);
+    let (action, reason, upstream, proxied) = match outcome {
+        Outcome::Rewrite { upstream, proxied } => (
+            Action::Rewritten,
+            Cow::Borrowed("rewritten"),
+            Some(upstream),
+            Some(proxied),
+        ),
+        Outcome::Keep(reason) => (Action::Kept, Cow::Borrowed(reason), None, None),
+        Outcome::Skip(reason) => (Action::Skipped, Cow::Owned(reason.to_string()), None, None),
+    };
+    st.record(|| place, raw, action, reason, upstream.as_deref(), None);
+    let Some(proxied) = proxied else {
+        return Cow::Borrowed(line);
+    };
+    let mut out = String::with_capacity(line.len() + proxied.len());
+    out.push_str(&line[..start + scalar.inner.start]);
+    out.push_str(&scalar.style.escape(&proxied));
+    out.push_str(&line[start + scalar.inner.end..]);
+    Cow::Owned(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,14 +5,15 @@
 //! before they are judged, and untouched parts of a value are written back raw.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use lol_html::errors::RewritingError;
+use lol_html::html_content::BailOut;
 use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
-use url::Url;
 
-use super::context::{Decision, RewriteContext, SignMemo};
-use super::entities;
+use super::context::{Markup, Memo, Outcome, RewriteContext};
 use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint, SizeStatus};
 use super::report::{Action, Counts, HintReport, RefReport};
 use crate::urls::Options;
@@ -21,7 +22,7 @@ use crate::urls::Options;
 #[derive(Debug)]
 pub struct DocState {
     pub ctx: Arc<RewriteContext>,
-    pub memo: SignMemo,
+    pub memo: Memo,
     pub images_seen: usize,
     pub counts: Counts,
     pub report: Option<Vec<RefReport>>,
@@ -34,7 +35,7 @@ impl DocState {
     pub fn new(ctx: Arc<RewriteContext>, collect_report: bool) -> DocState {
         DocState {
             ctx,
-            memo: SignMemo::default(),
+            memo: Memo::default(),
             images_seen: 0,
             counts: Counts::default(),
             report: collect_report.then(Vec::new),
@@ -48,7 +49,7 @@ impl DocState {
         original: &str,
         action: Action,
         reason: Cow<'static, str>,
-        upstream: Option<&Url>,
+        upstream: Option<&str>,
         hint: Hint<'_>,
     ) {
         self.counts.add(action);
@@ -64,41 +65,35 @@ impl DocState {
                 original: original.to_string(),
                 action,
                 reason,
-                upstream: upstream.map(|u| u.as_str().to_string()),
+                upstream: upstream.map(str::to_string),
                 size_hint: hint.map(|(raw, h)| HintReport::new(raw, &h)),
             });
         }
     }
 
-    /// Judges one raw URL, records it, and returns the upstream and proxied URL to write.
-    fn resolve(
+    /// Judges one raw URL, records it, and returns the proxied URL to write instead.
+    pub fn resolve(
         &mut self,
         place: impl FnOnce() -> String,
         raw: &str,
+        markup: Markup,
         options: Options,
         hint: Hint<'_>,
-    ) -> Option<(Url, Arc<str>)> {
-        let decoded = entities::decode(raw);
-        match self.ctx.decide(&decoded) {
-            Decision::Rewrite(url) => {
-                let ctx = self.ctx.clone();
-                let proxied = self.memo.sign(&ctx, &url, options);
-                self.record(
-                    place,
-                    raw,
-                    Action::Rewritten,
-                    "rewritten".into(),
-                    Some(&url),
-                    hint,
-                );
-                Some((url, proxied))
+    ) -> Option<Arc<str>> {
+        let outcome = self.memo.resolve(&self.ctx, raw, markup, options);
+        match outcome {
+            Outcome::Rewrite { upstream, proxied } => {
+                let reason = "rewritten".into();
+                self.record(place, raw, Action::Rewritten, reason, Some(&upstream), hint);
+                Some(proxied)
             }
-            Decision::Keep(reason) => {
+            Outcome::Keep(reason) => {
                 self.record(place, raw, Action::Kept, reason.into(), None, hint);
                 None
             }
-            Decision::Skip(reason) => {
-                self.record(place, raw, Action::Skipped, reason.into(), None, hint);
+            Outcome::Skip(reason) => {
+                let reason = Cow::Owned(reason.to_string());
+                self.record(place, raw, Action::Skipped, reason, None, hint);
                 None
             }
         }
@@ -124,12 +119,14 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
     format!("{}[{attr}]", el.tag_name())
 }
 
-/// lol_html settings wired to `state`.
+/// lol_html settings wired to `state`. `bail_out` is raised before lol_html flushes its
+/// buffered input on a bail-out, so the output sink hands everything over at once.
 pub fn settings(
     state: Arc<Mutex<DocState>>,
     encoding: AsciiCompatibleEncoding,
     adjust_charset_on_meta: bool,
     max_memory: usize,
+    bail_out: Arc<AtomicBool>,
 ) -> Settings<'static, 'static> {
     let mut settings = Settings::new_send()
         .with_encoding(encoding)
@@ -139,7 +136,10 @@ pub fn settings(
             MemorySettings::new()
                 .with_max_allowed_memory_usage(max_memory)
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
-        );
+        )
+        .append_bail_out_handler(move |_: &RewritingError, _: &mut BailOut<'_>| {
+            bail_out.store(true, Ordering::Release);
+        });
     type Handler = fn(&mut DocState, &mut Element<'_, '_>);
     let handlers: [(&str, Handler); 6] = [
         ("img", on_img),
@@ -166,24 +166,25 @@ pub fn settings(
     settings
 }
 
-/// Rewrites a single-URL attribute; returns the upstream when it was rewritten.
+/// Rewrites a single-URL attribute whose raw value is `raw`; returns whether it changed.
 fn url_attr(
     st: &mut DocState,
     el: &mut Element<'_, '_>,
     attr: &str,
+    raw: &str,
     options: Options,
     hint: Hint<'_>,
     absolute: bool,
-) -> Option<Url> {
-    let raw = el.get_attribute(attr)?;
-    let (url, proxied) = st.resolve(|| place(el, attr), &raw, options, hint)?;
+) -> bool {
+    let Some(proxied) = st.resolve(|| place(el, attr), raw, Markup::Html, options, hint) else {
+        return false;
+    };
     let value = if absolute {
         Cow::Owned(st.ctx.absolute(proxied.to_string()))
     } else {
         Cow::Borrowed(&*proxied)
     };
-    el.set_attribute(attr, &value).ok()?;
-    Some(url)
+    el.set_attribute(attr, &value).is_ok()
 }
 
 /// Rewrites the candidates of a srcset-like attribute in place; returns whether any changed.
@@ -191,21 +192,19 @@ fn srcset_attr(
     st: &mut DocState,
     el: &mut Element<'_, '_>,
     attr: &str,
+    raw: &str,
     options: Options,
     hint: Hint<'_>,
 ) -> bool {
-    let Some(raw) = el.get_attribute(attr) else {
-        return false;
-    };
     let max_width = st.ctx.config().max_width;
     let mut out = String::new();
     let mut last = 0;
-    for c in parse_srcset(&raw) {
+    for c in parse_srcset(raw) {
         let opts = c
-            .width(&raw)
+            .width(raw)
             .map_or(options, |w| Options::sized(w.min(max_width), 0));
-        if let Some((_, proxied)) = st.resolve(|| place(el, attr), &raw[c.url.clone()], opts, hint)
-        {
+        let url = &raw[c.url.clone()];
+        if let Some(proxied) = st.resolve(|| place(el, attr), url, Markup::Html, opts, hint) {
             out.push_str(&raw[last..c.url.start]);
             out.push_str(&proxied);
             last = c.url.end;
@@ -218,47 +217,107 @@ fn srcset_attr(
     el.set_attribute(attr, &out).is_ok()
 }
 
+/// The attributes of an `<img>` that matter here, read in one pass (the first of duplicates
+/// wins, as in browsers).
+#[derive(Default)]
+struct ImgAttrs {
+    /// `src`, `data-src`, `data-original`.
+    urls: [Option<String>; 3],
+    /// `srcset`, `data-srcset`.
+    srcsets: [Option<String>; 2],
+    data_size: Option<String>,
+    has_size_attr: bool,
+    has_loading: bool,
+    has_decoding: bool,
+    has_fetchpriority: bool,
+    has_canonical: bool,
+}
+
+const IMG_URL_ATTRS: [&str; 3] = ["src", "data-src", "data-original"];
+const SRCSET_ATTRS: [&str; 2] = ["srcset", "data-srcset"];
+
+impl ImgAttrs {
+    fn read(el: &Element<'_, '_>) -> ImgAttrs {
+        let mut a = ImgAttrs::default();
+        for attr in el.attributes() {
+            let name = attr.name();
+            let slot = match name.as_str() {
+                "src" => &mut a.urls[0],
+                "data-src" => &mut a.urls[1],
+                "data-original" => &mut a.urls[2],
+                "srcset" => &mut a.srcsets[0],
+                "data-srcset" => &mut a.srcsets[1],
+                "data-size" => &mut a.data_size,
+                "width" | "height" => {
+                    a.has_size_attr = true;
+                    continue;
+                }
+                "loading" => {
+                    a.has_loading = true;
+                    continue;
+                }
+                "decoding" => {
+                    a.has_decoding = true;
+                    continue;
+                }
+                "fetchpriority" => {
+                    a.has_fetchpriority = true;
+                    continue;
+                }
+                "data-canonical-src" => {
+                    a.has_canonical = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(attr.value());
+            }
+        }
+        a
+    }
+}
+
 fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
     let first = st.images_seen == 0;
     st.images_seen += 1;
     let ctx = st.ctx.clone();
     let cfg = ctx.config();
-    let hint_raw = el.get_attribute("data-size");
-    let hint = hint_raw.as_deref().map(|raw| (raw, SizeHint::parse(raw)));
+    let attrs = ImgAttrs::read(el);
+    let hint = attrs
+        .data_size
+        .as_deref()
+        .map(|raw| (raw, SizeHint::parse(raw)));
     let size = hint
         .and_then(|(_, h)| h.size)
         .map(|s| target_size(s, cfg.max_width));
     let options = size.map_or_else(|| ctx.unsized_options(), |(w, h)| Options::sized(w, h));
 
     let mut rewritten = false;
-    let mut canonical = None;
-    let mut src_upstream = None;
-    for attr in ["src", "data-src", "data-original"] {
-        let raw = if canonical.is_none() {
-            el.get_attribute(attr)
-        } else {
-            None
-        };
-        if let Some(url) = url_attr(st, el, attr, options, hint, false) {
+    let mut canonical: Option<&str> = None;
+    let mut src_rewritten = false;
+    for (attr, raw) in IMG_URL_ATTRS.iter().zip(&attrs.urls) {
+        let Some(raw) = raw else { continue };
+        if url_attr(st, el, attr, raw, options, hint, false) {
             rewritten = true;
-            if attr == "src" {
-                src_upstream = Some(url);
-            }
-            canonical = canonical.or(raw);
+            src_rewritten |= *attr == "src";
+            canonical = canonical.or(Some(raw));
         }
     }
-    for attr in ["srcset", "data-srcset"] {
-        rewritten |= srcset_attr(st, el, attr, options, hint);
+    for (attr, raw) in SRCSET_ATTRS.iter().zip(&attrs.srcsets) {
+        if let Some(raw) = raw {
+            rewritten |= srcset_attr(st, el, attr, raw, options, hint);
+        }
     }
     if !rewritten {
         return;
     }
     if let Some((w, h)) = size {
-        if cfg.dimensions && !el.has_attribute("width") && !el.has_attribute("height") {
+        if cfg.dimensions && !attrs.has_size_attr {
             let _ = el.set_attribute("width", &w.to_string());
             let _ = el.set_attribute("height", &h.to_string());
         }
-        if let Some(upstream) = src_upstream.filter(|_| !el.has_attribute("srcset")) {
+        if let (true, None, Some(src)) = (src_rewritten, &attrs.srcsets[0], &attrs.urls[0]) {
             let widths: Vec<u32> = srcset_widths(&cfg.srcset_widths, w).collect();
             if widths.len() > 1 {
                 let mut srcset = String::new();
@@ -268,10 +327,15 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
                     } else {
                         Options::sized(cw, 0)
                     };
+                    let Outcome::Rewrite { proxied, .. } =
+                        st.memo.resolve(&ctx, src, Markup::Html, opts)
+                    else {
+                        return;
+                    };
                     if !srcset.is_empty() {
                         srcset.push_str(", ");
                     }
-                    srcset.push_str(&st.memo.sign(&ctx, &upstream, opts));
+                    srcset.push_str(&proxied);
                     srcset.push(' ');
                     srcset.push_str(&cw.to_string());
                     srcset.push('w');
@@ -281,29 +345,29 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
         }
     }
     if first {
-        if cfg.fetchpriority && !el.has_attribute("fetchpriority") {
+        if cfg.fetchpriority && !attrs.has_fetchpriority {
             let _ = el.set_attribute("fetchpriority", "high");
         }
     } else if cfg.lazy {
-        if !el.has_attribute("loading") {
+        if !attrs.has_loading {
             let _ = el.set_attribute("loading", "lazy");
         }
-        if !el.has_attribute("decoding") {
+        if !attrs.has_decoding {
             let _ = el.set_attribute("decoding", "async");
         }
     }
-    if let Some(original) = canonical.filter(|_| cfg.canonical_attr) {
-        if !el.has_attribute("data-canonical-src") {
-            // The raw value is already escaped for an attribute; lol_html only escapes quotes.
-            let _ = el.set_attribute("data-canonical-src", &original);
-        }
+    if let Some(original) = canonical.filter(|_| cfg.canonical_attr && !attrs.has_canonical) {
+        // The raw value is already escaped for an attribute; lol_html only escapes quotes.
+        let _ = el.set_attribute("data-canonical-src", original);
     }
 }
 
 fn on_source(st: &mut DocState, el: &mut Element<'_, '_>) {
     let options = st.ctx.unsized_options();
-    for attr in ["srcset", "data-srcset"] {
-        srcset_attr(st, el, attr, options, None);
+    for attr in SRCSET_ATTRS {
+        if let Some(raw) = el.get_attribute(attr) {
+            srcset_attr(st, el, attr, &raw, options, None);
+        }
     }
 }
 
@@ -321,20 +385,26 @@ fn is_image_path(path: &str) -> bool {
     })
 }
 
+/// The path of an absolute URL string.
+fn url_path(url: &str) -> &str {
+    let after = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after.find('/').map_or("", |p| &after[p..]);
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
 fn on_a(st: &mut DocState, el: &mut Element<'_, '_>) {
     let Some(raw) = el.get_attribute("href") else {
         return;
     };
     // Only links to images are image references; other links are not judged or reported.
-    let decoded = entities::decode(&raw);
-    let Decision::Rewrite(url) = st.ctx.decide(&decoded) else {
-        return;
-    };
-    if !is_image_path(url.path()) {
-        return;
-    }
     let options = st.ctx.unsized_options();
-    url_attr(st, el, "href", options, None, false);
+    let ctx = st.ctx.clone();
+    match st.memo.resolve(&ctx, &raw, Markup::Html, options) {
+        Outcome::Rewrite { upstream, .. } if is_image_path(url_path(&upstream)) => {
+            url_attr(st, el, "href", &raw, options, None, false);
+        }
+        _ => {}
+    }
 }
 
 fn has_token(value: &str, token: &str) -> bool {
@@ -354,8 +424,12 @@ fn on_link(st: &mut DocState, el: &mut Element<'_, '_>) {
         return;
     }
     let options = st.ctx.unsized_options();
-    url_attr(st, el, "href", options, None, false);
-    srcset_attr(st, el, "imagesrcset", options, None);
+    if let Some(raw) = el.get_attribute("href") {
+        url_attr(st, el, "href", &raw, options, None, false);
+    }
+    if let Some(raw) = el.get_attribute("imagesrcset") {
+        srcset_attr(st, el, "imagesrcset", &raw, options, None);
+    }
 }
 
 fn on_meta(st: &mut DocState, el: &mut Element<'_, '_>) {
@@ -368,9 +442,9 @@ fn on_meta(st: &mut DocState, el: &mut Element<'_, '_>) {
         &["og:image", "og:image:url", "og:image:secure_url"],
     ) || is("name", &["twitter:image", "twitter:image:src"])
         || is("itemprop", &["image"]);
-    if image {
+    if let Some(raw) = el.get_attribute("content").filter(|_| image) {
         let options = st.ctx.unsized_options();
-        url_attr(st, el, "content", options, None, true);
+        url_attr(st, el, "content", &raw, options, None, true);
     }
 }
 
@@ -408,9 +482,8 @@ fn on_style(st: &mut DocState, el: &mut Element<'_, '_>) {
             break;
         };
         from = end;
-        if let Some((_, proxied)) =
-            st.resolve(|| place(el, "style"), &raw[start..end], options, None)
-        {
+        let url = &raw[start..end];
+        if let Some(proxied) = st.resolve(|| place(el, "style"), url, Markup::Html, options, None) {
             out.push_str(&raw[last..start]);
             out.push_str(&proxied);
             last = end;

@@ -15,6 +15,7 @@ pub mod html;
 pub mod report;
 pub mod wrappers;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
@@ -97,17 +98,37 @@ impl Summary {
     }
 }
 
-/// lol_html writes here; the rewriter drains it into the caller's sink after each call, so
-/// the caller's sink needs neither `Send` nor `'static`.
-#[derive(Clone, Default)]
-struct Pending(Arc<Mutex<Vec<u8>>>);
+/// Bytes lol_html's output may collect before they are handed over.
+const FLUSH_AT: usize = 16 * 1024;
+
+/// lol_html writes here; the rewriter drains `shared` into the caller's sink after each call,
+/// so the caller's sink needs neither `Send` nor `'static`.
+///
+/// lol_html emits many tiny chunks per rewritten tag, so they are gathered in `local` and
+/// handed over in blocks; the final (empty) chunk and every chunk after a bail-out (which
+/// `write_through` announces before lol_html flushes its buffered input) are handed over at
+/// once, so no byte stays behind.
+struct Pending {
+    local: Vec<u8>,
+    shared: Arc<Mutex<Vec<u8>>>,
+    write_through: Arc<AtomicBool>,
+}
 
 impl OutputSink for Pending {
     fn handle_chunk(&mut self, chunk: &[u8]) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(chunk);
+        self.local.extend_from_slice(chunk);
+        if chunk.is_empty()
+            || self.local.len() >= FLUSH_AT
+            || self.write_through.load(Ordering::Acquire)
+        {
+            let mut shared = lock(&self.shared);
+            if shared.is_empty() {
+                std::mem::swap(&mut *shared, &mut self.local);
+            } else {
+                shared.extend_from_slice(&self.local);
+                self.local.clear();
+            }
+        }
     }
 }
 
@@ -130,7 +151,8 @@ pub struct Rewriter<S: FnMut(&[u8])> {
     sink: S,
     stage: Stage,
     state: Arc<Mutex<DocState>>,
-    pending: Pending,
+    /// What lol_html has handed over and the caller's sink has not seen yet.
+    pending: Arc<Mutex<Vec<u8>>>,
     passthrough: Option<Passthrough>,
     encoding: &'static Encoding,
 }
@@ -155,7 +177,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             sink,
             stage: Stage::Sniffing(Vec::new()),
             state,
-            pending: Pending::default(),
+            pending: Arc::default(),
             passthrough: None,
             encoding: encoding_rs::UTF_8,
         }
@@ -247,16 +269,20 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         adjust_on_meta: bool,
         first: &[u8],
     ) {
+        let write_through = Arc::new(AtomicBool::new(false));
         let settings = html::settings(
             self.state.clone(),
             encoding,
             adjust_on_meta,
             self.max_memory(),
+            write_through.clone(),
         );
-        let mut lol = Box::new(lol_html::send::HtmlRewriter::new(
-            settings,
-            self.pending.clone(),
-        ));
+        let sink = Pending {
+            local: Vec::with_capacity(FLUSH_AT),
+            shared: self.pending.clone(),
+            write_through,
+        };
+        let mut lol = Box::new(lol_html::send::HtmlRewriter::new(settings, sink));
         let result = if first.is_empty() {
             Ok(())
         } else {
@@ -302,7 +328,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
     /// held, so the rest of the input simply passes through.
     fn after_lol(&mut self, result: Result<(), lol_html::errors::RewritingError>) {
         {
-            let mut pending = lock(&self.pending.0);
+            let mut pending = lock(&self.pending);
             if !pending.is_empty() {
                 (self.sink)(&pending);
                 pending.clear();
@@ -327,4 +353,57 @@ pub fn rewrite_bytes(
     rw.write(input)?;
     let summary = rw.end()?;
     Ok((out, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::signing::{Key, KeyRing};
+
+    fn ctx(max_memory_kb: usize) -> Arc<RewriteContext> {
+        let mut config = Config::default();
+        config.rewrite.max_memory_kb = max_memory_kb;
+        let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
+        RewriteContext::new(&config, keys).unwrap()
+    }
+
+    const WRAPPED: &str = "https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg";
+
+    #[test]
+    fn crlf_front_matter_keeps_line_endings_and_comments() {
+        let input = format!(
+            "---\r\nheadimg: \"{WRAPPED}\" # cover\r\nphotos:\r\n  # first\r\n  - {WRAPPED}\r\n---\r\n<p>x</p>"
+        );
+        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, input.as_bytes()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(summary.counts.rewritten, 2);
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert!(lines[1].starts_with("headimg: \"/img/") && lines[1].ends_with("\" # cover"));
+        assert_eq!(lines[3], "  # first");
+        assert!(lines[4].starts_with("  - /img/"));
+        assert_eq!(lines[5], "---");
+        assert!(out.ends_with("\r\n<p>x</p>"));
+    }
+
+    #[test]
+    fn oversized_front_matter_passes_through() {
+        let input = format!(
+            "---\ntitle: {}\nheadimg: {WRAPPED}\n",
+            "x".repeat(40 * 1024)
+        );
+        let (out, summary) = rewrite_bytes(ctx(16), DocKind::HexoPost, input.as_bytes()).unwrap();
+        assert_eq!(out, input.as_bytes());
+        assert_eq!(
+            summary.passthrough,
+            Some(Passthrough::FrontMatterTooLarge(16))
+        );
+    }
+
+    #[test]
+    fn empty_input_gives_empty_output() {
+        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, b"").unwrap();
+        assert!(out.is_empty());
+        assert_eq!(summary.counts, Counts::default());
+    }
 }
