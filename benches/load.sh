@@ -9,7 +9,8 @@
 #
 # Environment: LOAD_ROUNDS (3), LOAD_HIT_SECONDS (8), LOAD_MISS_SECONDS (6), LOAD_MISS_CONNECTIONS (8),
 # LOAD_ONLY (imgrelay|nginx), LOAD_KEEP=1 keeps the temp dir, LOAD_OUT=FILE also writes the report there,
-# LOAD_BIN=PATH uses that imgrelay binary instead of `cargo build --release`.
+# LOAD_BIN=PATH uses that imgrelay binary instead of `cargo build --release`, LOAD_IMGRELAY_ENV="VAR=VALUE …"
+# sets environment variables for the imgrelay process.
 #
 # Scenarios (each server in alternation, imgrelay then nginx, LOAD_ROUNDS rounds, medians reported):
 #   hit   one resized URL (640x422 source, fit 320x211) again and again, wrk -t2 -c64 --latency
@@ -29,8 +30,9 @@ HIT_CONNECTIONS=64
 MISS_CONNECTIONS=${LOAD_MISS_CONNECTIONS:-8}
 ONLY=${LOAD_ONLY:-}
 COMMAND="$0${*:+ $*}"
-for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY LOAD_BIN; do
-    [[ -n "${!v:-}" ]] && COMMAND="$v=${!v} $COMMAND"
+for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY LOAD_BIN \
+    LOAD_IMGRELAY_ENV; do
+    [[ -n "${!v:-}" ]] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 
 run_imgrelay() { [[ "$ONLY" != nginx ]]; }
@@ -97,7 +99,9 @@ EOF
     log "nginx master $NGINX_PID, workers ${NGINX_WORKERS[*]}, cache manager ${NGINX_MANAGER[*]:-none}"
 fi
 
-run_imgrelay && start_imgrelay imgrelay
+# LOAD_IMGRELAY_ENV: extra VAR=VALUE words for the imgrelay process (e.g. allocator settings).
+read -r -a IMGRELAY_ENV <<<"${LOAD_IMGRELAY_ENV:-}"
+run_imgrelay && start_imgrelay imgrelay "${IMGRELAY_ENV[@]}"
 
 # --- URLs ------------------------------------------------------------------------------------------
 HIT_SRC=photo-640x422.jpg
@@ -106,8 +110,9 @@ NGINX_HIT="/img/320x211/$HIT_SRC"
 if run_imgrelay; then
     IMGRELAY_HIT=$(sign_path 320x211 "http://$ORIGIN_HOST/$HIT_SRC")
 fi
-# 420 boxes x PER_BOX query strings per source: distinct URLs for every miss request of every round.
-PER_BOX=${LOAD_PER_BOX:-24}
+# 420 boxes x PER_BOX query strings per source: distinct URLs for every miss request of every round,
+# sized for up to 1500 misses/s (several times what two cores give).
+PER_BOX=${LOAD_PER_BOX:-$(( (ROUNDS * MISS_SECONDS * 1500 + 419) / 420 + 1 ))}
 log "preparing miss URL lists"
 "${HELPER[@]}" variants --out "$WORK/urls" --sources "$(IFS=,; echo "${MISS_SOURCES[*]}")" \
     --host "$ORIGIN_HOST" --per-box "$PER_BOX" ${SIGN:+--sign "$SIGN"}

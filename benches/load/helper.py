@@ -338,7 +338,7 @@ def run_miss(args):
         args.scenario,
         args.server,
         [
-            ("req/s", out["rps"]),
+            ("req/s", out["rps"] if ok else None),
             ("CPU ms per image", out["cpu_ms_per_image"] if ok else None),
             ("output KB per image", out["bytes_per_image"] / 1024 if ok else None),
         ],
