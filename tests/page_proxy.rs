@@ -409,3 +409,65 @@ async fn rewrite_endpoint_streams_a_hexo_post_back() {
     assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get.header("allow"), "POST");
 }
+
+/// Reads a streaming body to its end; `Err` when it ended with an error.
+async fn drain(response: http::Response<Incoming>) -> Result<Bytes, String> {
+    let mut body = response.into_body();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return Err(format!("{e} after {} bytes", out.len())),
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_failing_mid_page_aborts_the_response() {
+    let (_origin, _blog, server) = start(&[("ORIGIN__TIMEOUT_MS", "800")]).await;
+    for (path, kind) in [("/cut", "body"), ("/stall", "body_timeout")] {
+        let started = Instant::now();
+        let response = open(&server, Request::get(path), b"").await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let result = drain(response).await;
+        // A cut page must not look complete to the client.
+        assert!(result.is_err(), "{path}: body ended cleanly: {result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+        let metric = format!("imgrelay_page_proxy_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(server.metric(&metric).await, 1, "{metric}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewriter_bail_out_passes_the_rest_through_and_is_counted() {
+    let (_origin, _blog, server) = start(&[("REWRITE__MAX_MEMORY_KB", "16")]).await;
+    let img = format!("<img src=\"{WRAPPED}\">\n");
+    // Thousands of open elements outgrow a 16 KB rewriter; the second image comes after.
+    let mut doc = format!("<!DOCTYPE html><html><body>{img}").into_bytes();
+    doc.extend_from_slice(&b"<div><span>x".repeat(5000));
+    let tail = format!("{img}<p>end</p>\n");
+    doc.extend_from_slice(tail.as_bytes());
+    let response = open(&server, Request::post("/_imgrelay/rewrite"), &doc).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = drain(response).await.expect("complete body");
+    assert!(
+        body.ends_with(tail.as_bytes()),
+        "the rest passed through unchanged"
+    );
+    assert_eq!(
+        server.proxied(&body).len(),
+        1,
+        "the first image was rewritten"
+    );
+    assert_eq!(
+        server
+            .metric("imgrelay_rewriter_bailouts_total{reason=\"bailed_out\"}")
+            .await,
+        1
+    );
+}

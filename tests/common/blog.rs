@@ -5,7 +5,9 @@
 //! charset parameter), `/files/<file>` (tests/data/images, untouched), `/missing` (404),
 //! `/moved` (301), `/hop` (hop-by-hop response headers), `/echo` (records the request headers
 //! and answers the body's length and SHA-256), `/slow-headers` (headers after 5 s),
-//! `/trickle` (1 MB of HTML in 1 KB pieces 50 ms apart), `/huge` (100 MB of HTML, generated).
+//! `/trickle` (1 MB of HTML in 1 KB pieces 50 ms apart), `/huge` (100 MB of HTML, generated),
+//! `/cut` (4 KB of HTML, then the connection is cut), `/stall` (4 KB of HTML, then 10 s of
+//! silence).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -102,7 +104,7 @@ fn reply(status: u16, ctype: &str, body: impl Into<Bytes>) -> Response<BlogBody>
 }
 
 /// A body fed by a task, so pages can be paced or generated without being held in memory.
-struct ChannelBody(mpsc::Receiver<Bytes>);
+struct ChannelBody(mpsc::Receiver<Result<Bytes, BoxError>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
@@ -112,12 +114,13 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
 
-fn channel() -> (mpsc::Sender<Bytes>, BlogBody) {
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
+/// An `Err` sent into the channel cuts the connection.
+fn channel() -> (mpsc::Sender<Result<Bytes, BoxError>>, BlogBody) {
+    let (tx, rx) = mpsc::channel(4);
     (tx, ChannelBody(rx).boxed())
 }
 
@@ -245,7 +248,7 @@ async fn handle(
                 let page = Bytes::from(trickle_page());
                 for start in (0..page.len()).step_by(TRICKLE_PIECE) {
                     let end = (start + TRICKLE_PIECE).min(page.len());
-                    if tx.send(page.slice(start..end)).await.is_err() {
+                    if tx.send(Ok(page.slice(start..end))).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(TRICKLE_PAUSE).await;
@@ -261,10 +264,24 @@ async fn handle(
                 let frame: Bytes = block.repeat(8).into();
                 let mut sent = 0;
                 while sent < HUGE_BYTES {
-                    if tx.send(frame.clone()).await.is_err() {
+                    if tx.send(Ok(frame.clone())).await.is_err() {
                         return;
                     }
                     sent += frame.len();
+                }
+            });
+            html_response(body)
+        }
+        ["cut" | "stall"] => {
+            let (tx, body) = channel();
+            let cut = segs[0] == "cut";
+            tokio::spawn(async move {
+                let head = Bytes::from(trickle_page()).slice(..4096);
+                let _ = tx.send(Ok(head)).await;
+                if cut {
+                    let _ = tx.send(Err("cut on purpose".into())).await;
+                } else {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
                 }
             });
             html_response(body)
