@@ -148,7 +148,9 @@ impl PageProxy {
         if let Some(authority) = self.base.authority() {
             uri = uri.authority(authority.clone());
         }
-        let uri = uri.build().map_err(|_| RouteError::NotFound)?;
+        let uri = uri
+            .build()
+            .map_err(|e| RouteError::Internal(format!("origin request URI: {e}")))?;
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri

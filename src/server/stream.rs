@@ -13,7 +13,7 @@ use bytes::Bytes;
 use encoding_rs::Encoding;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, SizeHint};
+use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::body::{Body, BoxError};
@@ -40,10 +40,6 @@ impl hyper::body::Body for ChannelBody {
         self.rx
             .poll_recv(cx)
             .map(|item| item.map(|r| r.map(Frame::data)))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 
@@ -137,17 +133,18 @@ async fn run(
             // Trailers are not forwarded.
             continue;
         };
+        // Rewriting runs here, on the runtime: one chunk is at most a read buffer, so each
+        // call is short.
         let out = match rewriter.as_mut() {
             Some(rw) => match rw.write(&data) {
                 Ok(()) => Bytes::from(take(&sink)),
                 Err(e) => {
-                    // Whatever the rewriter held is lost with it; the rest passes through.
-                    tracing::warn!(error = %e, "rewriter failed; passing the rest through");
+                    // The rewriter passes its own failures through; an error here means it
+                    // cannot go on at all, and a silently altered page is worse than a cut one.
+                    tracing::warn!(error = %e, "rewriter failed; aborting the response");
                     pump.metrics.rewriter_bailout("error");
-                    rewriter = None;
-                    let mut held = take(&sink);
-                    held.extend_from_slice(&data);
-                    Bytes::from(held)
+                    let _ = tx.send(Err(Box::new(e))).await;
+                    return;
                 }
             },
             None => data,
