@@ -303,7 +303,10 @@ async fn pages_and_images_through_nginx() {
             let (bw, bh) = request.options.target_box();
             let (ew, eh) = fitted(w, h, bw, bh);
             let first = fetch(&listen, image_path, Some(ACCEPT)).await;
-            if file.ends_with(".avif") && (ew, eh) != (f64::from(w), f64::from(h)) {
+            if !cfg!(feature = "avif")
+                && file.ends_with(".avif")
+                && (ew, eh) != (f64::from(w), f64::from(h))
+            {
                 assert_eq!(
                     first.status,
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
