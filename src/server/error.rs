@@ -47,7 +47,12 @@ pub enum RouteError {
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
+    /// The blog origin refused the connection or failed before answering.
+    #[error("origin unreachable")]
+    OriginUnreachable,
+    #[error("origin timed out")]
+    OriginTimeout,
 }
 
 impl RouteError {
@@ -59,19 +64,24 @@ impl RouteError {
             RouteError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             RouteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RouteError::NotFound => StatusCode::NOT_FOUND,
-            RouteError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RouteError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RouteError::OriginUnreachable => StatusCode::BAD_GATEWAY,
+            RouteError::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     pub fn fault(&self) -> Fault {
         match self {
-            RouteError::Url(_) | RouteError::NotFound | RouteError::MethodNotAllowed => {
+            RouteError::Url(_) | RouteError::NotFound | RouteError::MethodNotAllowed { .. } => {
                 Fault::Client
             }
             RouteError::Fetch(FetchError::HostNotAllowed(_) | FetchError::Forbidden(_)) => {
                 Fault::Client
             }
-            RouteError::Fetch(_) | RouteError::Image { .. } => Fault::Upstream,
+            RouteError::Fetch(_)
+            | RouteError::Image { .. }
+            | RouteError::OriginUnreachable
+            | RouteError::OriginTimeout => Fault::Upstream,
             RouteError::Busy | RouteError::Internal(_) => Fault::Internal,
         }
     }
@@ -101,8 +111,8 @@ impl RouteError {
         if matches!(self, RouteError::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
-        if matches!(self, RouteError::MethodNotAllowed) {
-            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        if let RouteError::MethodNotAllowed { allow } = self {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
@@ -134,6 +144,8 @@ mod tests {
             (RouteError::Fetch(FetchError::Timeout), 504),
             (RouteError::Fetch(FetchError::TooLarge(1)), 413),
             (RouteError::Busy, 503),
+            (RouteError::OriginUnreachable, 502),
+            (RouteError::OriginTimeout, 504),
         ];
         for (e, status) in cases {
             assert_eq!(e.status().as_u16(), status, "{e}");

@@ -118,7 +118,7 @@ impl ImageRoute {
         path: &str,
     ) -> Result<Response<Body>, RouteError> {
         if method != Method::GET && method != Method::HEAD {
-            return Err(RouteError::MethodNotAllowed);
+            return Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" });
         }
         let request = self.signer.verify_path(path)?;
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());

@@ -4,13 +4,41 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::cache::CacheStats;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One route's latency histogram: cumulative counts are computed when rendering.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| seconds <= le) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
     upstream_errors: Mutex<BTreeMap<&'static str, u64>>,
+    page_proxy_errors: Mutex<BTreeMap<&'static str, u64>>,
+    rewrite_errors: Mutex<BTreeMap<&'static str, u64>>,
+    rewriter_bailouts: Mutex<BTreeMap<&'static str, u64>>,
     /// Upstream fetches started (after the source cache and single-flight).
     pub upstream_fetches: AtomicU64,
     /// Transforms run (after the variant cache and single-flight).
@@ -30,12 +58,29 @@ impl Metrics {
         *map.entry((route, status)).or_default() += 1;
     }
 
+    /// Time until the response head was ready (streamed bodies continue after it).
+    pub fn latency(&self, route: &'static str, elapsed: Duration) {
+        let mut map = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(route).or_default().observe(elapsed.as_secs_f64());
+    }
+
     pub fn upstream_error(&self, kind: &'static str) {
-        let mut map = self
-            .upstream_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *map.entry(kind).or_default() += 1;
+        bump(&self.upstream_errors, kind);
+    }
+
+    /// The blog origin failed: `connect`, `timeout`, `body`, `body_timeout` …
+    pub fn page_proxy_error(&self, kind: &'static str) {
+        bump(&self.page_proxy_errors, kind);
+    }
+
+    /// A request body sent to `/_imgrelay/rewrite` stopped early.
+    pub fn rewrite_error(&self, kind: &'static str) {
+        bump(&self.rewrite_errors, kind);
+    }
+
+    /// The rewriter passed (the rest of) a document through unchanged, by reason.
+    pub fn rewriter_bailout(&self, reason: &'static str) {
+        bump(&self.rewriter_bailouts, reason);
     }
 
     pub fn render(&self, caches: &[CacheView<'_>], queued: usize, running: usize) -> String {
@@ -52,14 +97,34 @@ impl Metrics {
                 "imgrelay_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
-        let errors = self
-            .upstream_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        out.push_str("# TYPE imgrelay_upstream_errors_total counter\n");
-        for (kind, n) in errors {
-            let _ = writeln!(out, "imgrelay_upstream_errors_total{{kind=\"{kind}\"}} {n}");
+        self.render_latency(&mut out);
+        for (name, label, map) in [
+            (
+                "imgrelay_upstream_errors_total",
+                "kind",
+                &self.upstream_errors,
+            ),
+            (
+                "imgrelay_page_proxy_errors_total",
+                "kind",
+                &self.page_proxy_errors,
+            ),
+            (
+                "imgrelay_rewrite_body_errors_total",
+                "kind",
+                &self.rewrite_errors,
+            ),
+            (
+                "imgrelay_rewriter_bailouts_total",
+                "reason",
+                &self.rewriter_bailouts,
+            ),
+        ] {
+            let map = map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (value, n) in map {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+            }
         }
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -110,5 +175,75 @@ impl Metrics {
             );
         }
         out
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let latency = self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let name = "imgrelay_request_duration_seconds";
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (route, h) in latency {
+            let mut cumulative = 0;
+            for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}\n\
+                 {name}_sum{{route=\"{route}\"}} {sum}\n\
+                 {name}_count{{route=\"{route}\"}} {count}",
+                count = h.count,
+                sum = h.sum,
+            );
+        }
+    }
+}
+
+fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    *map.entry(key).or_default() += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.latency("page", Duration::from_millis(3));
+        m.latency("page", Duration::from_millis(30));
+        m.latency("page", Duration::from_secs(60));
+        let text = m.render(&[], 0, 0);
+        let line = |s: &str| text.lines().any(|l| l == s);
+        let name = "imgrelay_request_duration_seconds";
+        assert!(
+            line(&format!("{name}_bucket{{route=\"page\",le=\"0.001\"}} 0")),
+            "{text}"
+        );
+        assert!(
+            line(&format!("{name}_bucket{{route=\"page\",le=\"0.005\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            line(&format!("{name}_bucket{{route=\"page\",le=\"0.05\"}} 2")),
+            "{text}"
+        );
+        assert!(
+            line(&format!("{name}_bucket{{route=\"page\",le=\"10\"}} 2")),
+            "{text}"
+        );
+        assert!(
+            line(&format!("{name}_bucket{{route=\"page\",le=\"+Inf\"}} 3")),
+            "{text}"
+        );
+        assert!(line(&format!("{name}_count{{route=\"page\"}} 3")), "{text}");
     }
 }

@@ -7,10 +7,14 @@ pub mod body;
 pub mod error;
 pub mod image;
 pub mod metrics;
+pub mod page_proxy;
 pub mod pool;
+pub mod rewrite_route;
+pub mod stream;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,22 +28,31 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
+use crate::rewrite::RewriteContext;
 use crate::signing::KeyRing;
 use crate::urls::UrlSigner;
-use body::{full, Body};
+use body::{full, Body, BoxError};
 use error::RouteError;
 use image::ImageRoute;
 use metrics::Metrics;
+use page_proxy::PageProxy;
 
 /// Paths under this prefix belong to the service itself.
 pub const INTERNAL_PREFIX: &str = "/_imgrelay/";
 /// Longest request path written to the log.
 const LOGGED_PATH_CHARS: usize = 120;
 
+/// The client's address, put into each request's extensions by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Everything the routes share.
 pub struct AppState {
     route_prefix: String,
     image: ImageRoute,
+    rewrite: Arc<RewriteContext>,
+    /// `None` when no origin is configured.
+    page: Option<PageProxy>,
     metrics: Arc<Metrics>,
 }
 
@@ -49,6 +62,8 @@ enum Route {
     Image,
     Health,
     Metrics,
+    Rewrite,
+    Page,
     Other,
 }
 
@@ -58,6 +73,8 @@ impl Route {
             Route::Image => "image",
             Route::Health => "healthz",
             Route::Metrics => "metrics",
+            Route::Rewrite => "rewrite",
+            Route::Page => "page",
             Route::Other => "other",
         }
     }
@@ -66,10 +83,23 @@ impl Route {
 impl AppState {
     pub fn new(config: &Config, keys: KeyRing) -> Result<AppState, ConfigError> {
         let metrics = Arc::new(Metrics::default());
+        let rewrite =
+            RewriteContext::new(config, keys.clone()).map_err(|e| ConfigError::Invalid {
+                key: "rewrite".into(),
+                message: e.to_string(),
+            })?;
+        let page = PageProxy::new(&config.origin, rewrite.clone(), metrics.clone()).map_err(
+            |message| ConfigError::Invalid {
+                key: "origin.url".into(),
+                message,
+            },
+        )?;
         let signer = UrlSigner::new(keys, &config.server.public_prefix);
         Ok(AppState {
             route_prefix: config.server.route_prefix().to_string(),
             image: ImageRoute::new(config, signer, metrics.clone())?,
+            rewrite,
+            page,
             metrics,
         })
     }
@@ -78,8 +108,10 @@ impl AppState {
         match path {
             "/_imgrelay/healthz" => Route::Health,
             "/_imgrelay/metrics" => Route::Metrics,
+            "/_imgrelay/rewrite" => Route::Rewrite,
             _ if self.image_path(path).is_some() => Route::Image,
-            _ => Route::Other,
+            _ if path.starts_with(INTERNAL_PREFIX) || self.page.is_none() => Route::Other,
+            _ => Route::Page,
         }
     }
 
@@ -90,7 +122,11 @@ impl AppState {
 
     /// Dispatches one request to its route. The request is owned so that routes which stream
     /// the request body (a page proxy, the rewriter) can take it.
-    pub async fn route<B>(&self, req: Request<B>) -> Response<Body> {
+    pub async fn route<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let path = req.uri().path();
         let result = match self.classify(path) {
             Route::Image => match self.image_path(path) {
@@ -106,6 +142,11 @@ impl AppState {
                 );
                 text(req.method(), body)
             }
+            Route::Rewrite => rewrite_route::respond(req, &self.rewrite, &self.metrics),
+            Route::Page => match &self.page {
+                Some(page) => page.respond(req).await,
+                None => Err(RouteError::NotFound),
+            },
             Route::Other => Err(RouteError::NotFound),
         };
         result.unwrap_or_else(|e| {
@@ -117,7 +158,11 @@ impl AppState {
     }
 
     /// Routes, counts and logs one request.
-    async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
         let route = self.classify(req.uri().path());
         let method = req.method().clone();
@@ -125,6 +170,7 @@ impl AppState {
         let response = self.route(req).await;
         let status = response.status().as_u16();
         self.metrics.request(route.name(), status);
+        self.metrics.latency(route.name(), started.elapsed());
         let cache = response
             .headers()
             .get("x-cache")
@@ -144,7 +190,7 @@ impl AppState {
 
 fn text(method: &Method, body: impl Into<bytes::Bytes>) -> Result<Response<Body>, RouteError> {
     if method != Method::GET && method != Method::HEAD {
-        return Err(RouteError::MethodNotAllowed);
+        return Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     let body = body.into();
     let len = body.len();
@@ -181,7 +227,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.
@@ -192,7 +238,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(state.handle(req).await) }
                 });

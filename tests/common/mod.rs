@@ -1,6 +1,7 @@
 //! Shared test harness: a local origin and an `imgrelay serve` subprocess signed with a test key.
 #![allow(dead_code)]
 
+pub mod blog;
 pub mod origin;
 
 use std::io::{BufRead, BufReader};
@@ -17,10 +18,19 @@ use hyper_util::rt::TokioExecutor;
 use imgrelay::signing::{Key, KeyRing};
 use imgrelay::urls::{Options, UrlSigner};
 
+#[allow(unused_imports)]
+pub use blog::Blog;
 pub use origin::Origin;
 
 /// Upstream host names pinned to the origin in every test server.
-pub const HOSTS: &[&str] = &["static.1sapp.com", "img.example.com", "public.example.net"];
+pub const HOSTS: &[&str] = &[
+    "static.1sapp.com",
+    "img.example.com",
+    "public.example.net",
+    "img.qupost.example",
+    "pic.newsfeed.example.cn",
+    "p3.imgcdn.example.com",
+];
 const KEY_HEX: &str = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1";
 
 pub struct Server {
@@ -156,6 +166,11 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
     }
 
+    /// The server's process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
@@ -216,4 +231,72 @@ fn listening_addr(line: &str) -> Option<String> {
     }
     let json: serde_json::Value = serde_json::from_str(line).ok()?;
     json["fields"]["addr"].as_str().map(str::to_string)
+}
+
+/// One corpus page: its file name and the upstream URLs its rewritten form must proxy.
+pub struct CorpusPage {
+    pub file: String,
+    pub must_rewrite: std::collections::BTreeSet<String>,
+}
+
+/// The stored HTML pages of tests/data/manifest.json (on-demand ones excluded).
+pub fn corpus_pages() -> Vec<CorpusPage> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/manifest.json");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    m["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "html-page" && d["on_demand"].as_bool() != Some(true))
+        .map(|d| CorpusPage {
+            file: d["path"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string(),
+            must_rewrite: d["refs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["must_rewrite"].as_bool() == Some(true))
+                .map(|r| r["upstream_url_ascii"].as_str().unwrap().to_string())
+                .collect(),
+        })
+        .collect()
+}
+
+impl Server {
+    /// Every proxied image path (`/img/…`) in `body`, each verified with the key; panics on
+    /// one that does not verify. Only occurrences that start an attribute value, a srcset
+    /// entry or a CSS/YAML value count, so upstream paths such as `/qupost/img/…` do not, and
+    /// only those shaped `/img/{sig}/{options}/{source}`, so local files like `/img/x.gif` do not.
+    pub fn proxied(&self, body: &[u8]) -> Vec<(String, imgrelay::urls::ProxyRequest)> {
+        let needle = b"/img/";
+        memchr::memmem::find_iter(body, needle)
+            .filter(|&at| at == 0 || matches!(body[at - 1], b'"' | b'\'' | b' ' | b'(' | b'='))
+            .filter_map(|at| {
+                let rest = &body[at + needle.len()..];
+                let len = rest
+                    .iter()
+                    .position(|b| {
+                        !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b'/'))
+                    })
+                    .unwrap_or(rest.len());
+                let path = std::str::from_utf8(&rest[..len])
+                    .unwrap()
+                    .trim_end_matches(',');
+                (path.split('/').count() >= 3).then_some(path)
+            })
+            .map(|path| {
+                let request = self
+                    .signer
+                    .verify_path(path)
+                    .unwrap_or_else(|e| panic!("proxied URL {path} does not verify: {e}"));
+                (format!("/img/{path}"), request)
+            })
+            .collect()
+    }
 }

@@ -1,0 +1,69 @@
+//! `POST /_imgrelay/rewrite`: the request body (HTML, or a Hexo post sent as `text/markdown`)
+//! streams back rewritten, whatever its size.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::body::{Body, BoxError};
+use super::error::RouteError;
+use super::metrics::Metrics;
+use super::page_proxy::charset_param;
+use super::stream::{self, Pump, RewriteJob};
+use crate::rewrite::{DocKind, RewriteContext};
+
+pub fn respond<B>(
+    req: Request<B>,
+    ctx: &Arc<RewriteContext>,
+    metrics: &Arc<Metrics>,
+) -> Result<Response<Body>, RouteError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if req.method() != Method::POST {
+        return Err(RouteError::MethodNotAllowed { allow: "POST" });
+    }
+    let (parts, body) = req.into_parts();
+    let ctype = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/html");
+    let mut params = ctype.split(';');
+    let essence = params.next().unwrap_or("").trim();
+    let kind = if essence.eq_ignore_ascii_case("text/markdown") {
+        DocKind::HexoPost
+    } else {
+        DocKind::Html
+    };
+    let charset = charset_param(params);
+    let reply_type =
+        HeaderValue::from_str(ctype).unwrap_or_else(|_| HeaderValue::from_static("text/html"));
+    let body = stream::spawn(
+        body,
+        Pump {
+            rewrite: Some(RewriteJob {
+                ctx: ctx.clone(),
+                kind,
+                charset,
+            }),
+            // The client sends at its own pace; memory stays bounded either way.
+            idle: None,
+            metrics: metrics.clone(),
+            on_error: Metrics::rewrite_error,
+        },
+    );
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, reply_type);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}

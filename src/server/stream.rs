@@ -1,0 +1,189 @@
+//! Streams one body to the client through a bounded channel, optionally through the rewriter.
+//!
+//! The rewriter is synchronous, so a task feeds it chunk by chunk as the source arrives and
+//! forwards what it produced at once: the first rewritten bytes leave before the source ends,
+//! and memory stays bounded by the channel capacity and the rewriter's own cap.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use encoding_rs::Encoding;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+
+use super::body::{Body, BoxError};
+use super::metrics::Metrics;
+use crate::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
+
+/// Chunks in flight between the pump and the client connection.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// A response body fed by a pump task; an `Err` item aborts the response, so a client never
+/// mistakes a cut document for a complete one.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// How a pumped body is rewritten.
+pub struct RewriteJob {
+    pub ctx: Arc<RewriteContext>,
+    pub kind: DocKind,
+    /// The transport's charset (`Content-Type` parameter), if any.
+    pub charset: Option<&'static Encoding>,
+}
+
+/// Why a source body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error("body failed: {0}")]
+    Failed(BoxError),
+}
+
+impl SourceError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Idle(_) => "body_timeout",
+            SourceError::Failed(_) => "body",
+        }
+    }
+}
+
+/// Options of one pump.
+pub struct Pump {
+    pub rewrite: Option<RewriteJob>,
+    /// Longest wait for the next source chunk.
+    pub idle: Option<Duration>,
+    pub metrics: Arc<Metrics>,
+    /// Counts a source failure by kind (`body`, `body_timeout`).
+    pub on_error: fn(&Metrics, &'static str),
+}
+
+/// Starts pumping `source` and returns the client's body.
+pub fn spawn<B>(source: B, pump: Pump) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(run(source.map_err(Into::into).boxed_unsync(), pump, tx));
+    ChannelBody { rx }.boxed()
+}
+
+type Sink = Arc<Mutex<Vec<u8>>>;
+
+fn take(sink: &Sink) -> Vec<u8> {
+    std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+async fn run(
+    mut source: UnsyncBoxBody<Bytes, BoxError>,
+    mut pump: Pump,
+    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+) {
+    let sink: Sink = Arc::default();
+    let mut rewriter = pump.rewrite.take().map(|job| {
+        let out = sink.clone();
+        Rewriter::new(job.ctx, job.kind, job.charset, move |b: &[u8]| {
+            out.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(b)
+        })
+    });
+    loop {
+        let next = match pump.idle {
+            Some(limit) => tokio::time::timeout(limit, source.frame())
+                .await
+                .map_err(|_| SourceError::Idle(limit)),
+            None => Ok(source.frame().await),
+        };
+        let frame = match next {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                fail(&pump, SourceError::Failed(e), &tx).await;
+                return;
+            }
+            Err(e) => {
+                fail(&pump, e, &tx).await;
+                return;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            // Trailers are not forwarded.
+            continue;
+        };
+        // Rewriting runs here, on the runtime: one chunk is at most a read buffer, so each
+        // call is short.
+        let out = match rewriter.as_mut() {
+            Some(rw) => match rw.write(&data) {
+                Ok(()) => Bytes::from(take(&sink)),
+                Err(e) => {
+                    // The rewriter passes its own failures through; an error here means it
+                    // cannot go on at all, and a silently altered page is worse than a cut one.
+                    tracing::warn!(error = %e, "rewriter failed; aborting the response");
+                    pump.metrics.rewriter_bailout("error");
+                    let _ = tx.send(Err(Box::new(e))).await;
+                    return;
+                }
+            },
+            None => data,
+        };
+        if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
+            // The client went away; dropping the source aborts it.
+            return;
+        }
+    }
+    if let Some(rw) = rewriter {
+        match rw.end() {
+            Ok(summary) => {
+                if let Some(reason) = &summary.passthrough {
+                    pump.metrics.rewriter_bailout(passthrough_kind(reason));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rewriter failed at the end of the document");
+                pump.metrics.rewriter_bailout("error");
+            }
+        }
+        let tail = take(&sink);
+        if !tail.is_empty() {
+            let _ = tx.send(Ok(Bytes::from(tail))).await;
+        }
+    }
+}
+
+async fn fail(pump: &Pump, e: SourceError, tx: &mpsc::Sender<Result<Bytes, BoxError>>) {
+    tracing::warn!(error = %e, "body stopped early; aborting the response");
+    (pump.on_error)(&pump.metrics, e.kind());
+    let _ = tx.send(Err(Box::new(e))).await;
+}
+
+fn passthrough_kind(p: &Passthrough) -> &'static str {
+    match p {
+        Passthrough::UnsupportedEncoding(_) => "unsupported_encoding",
+        Passthrough::UnterminatedFrontMatter => "unterminated_front_matter",
+        Passthrough::FrontMatterTooLarge(_) => "front_matter_too_large",
+        Passthrough::BailedOut(_) => "bailed_out",
+    }
+}

@@ -1,0 +1,370 @@
+//! End to end behind real nginx, configured with the shipped deploy/nginx.conf:
+//! nginx (127.0.0.1) → imgrelay serve → the local blog origin (corpus pages) and the local
+//! image upstream (corpus images).
+//!
+//! Images whose upstream URL is https are checked for being rewritten but not fetched: the
+//! local upstream speaks plain http, and the image client trusts only the system's roots.
+//!
+//! This build cannot decode AVIF: AVIF sources pass through when they fit the box (AVIF is
+//! enabled here and accepted by the client) and are refused with 415 when they would need a
+//! resize; the test expects exactly that.
+//!
+//! Without nginx the test fails when `CI` is set and is skipped (loudly) otherwise.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{corpus_pages, Blog, Origin, Server};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The browser-like Accept sent for images (AVIF sources may then pass through).
+const ACCEPT: &str = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
+
+fn nginx_binary() -> Option<PathBuf> {
+    let candidates = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = Command::new("sh")
+                .args(["-c", "command -v nginx"])
+                .output()
+                .ok()?;
+            let path = String::from_utf8(out.stdout).ok()?;
+            let path = path.trim();
+            (!path.is_empty()).then(|| PathBuf::from(path))
+        })
+}
+
+/// Replaces `from` (which must occur) in the shipped config.
+fn substitute(conf: &mut String, from: &str, to: &str) {
+    assert!(
+        conf.contains(from),
+        "deploy/nginx.conf no longer contains {from:?}; update this test with it"
+    );
+    *conf = conf.replace(from, to);
+}
+
+/// deploy/nginx.conf with its listen address, imgrelay address and file paths moved into `dir`.
+fn nginx_conf(dir: &Path, listen: &str, imgrelay: &str) -> String {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
+    let mut conf = std::fs::read_to_string(shipped).unwrap();
+    let d = dir.display();
+    substitute(
+        &mut conf,
+        "listen 127.0.0.1:8081;",
+        &format!("listen {listen};"),
+    );
+    substitute(
+        &mut conf,
+        "server 127.0.0.1:8080;",
+        &format!("server {imgrelay};"),
+    );
+    substitute(
+        &mut conf,
+        "/run/nginx-imgrelay.pid",
+        &format!("{d}/nginx.pid"),
+    );
+    substitute(&mut conf, "/var/log/nginx/", &format!("{d}/log/"));
+    substitute(&mut conf, "/var/cache/nginx/", &format!("{d}/cache/"));
+    conf
+}
+
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/imgrelay-error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(binary: &Path, imgrelay: &str) -> (Nginx, String) {
+    let dir = tempfile::tempdir().unwrap();
+    // Workers of a root-started nginx run unprivileged: they must reach the cache directories.
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
+    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for sub in ["", "cache"] {
+        std::fs::set_permissions(dir.path().join(sub), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let conf = nginx_conf(dir.path(), &listen, imgrelay);
+    let conf_file = dir.path().join("nginx.conf");
+    std::fs::write(&conf_file, conf).unwrap();
+    let check = Command::new(binary)
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf_file)
+        .arg("-p")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nginx -t rejects the config: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf_file)
+        .arg("-p")
+        .arg(dir.path())
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let nginx = Nginx { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not listen: {}",
+            nginx.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (nginx, listen)
+}
+
+struct Fetched {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+async fn fetch(listen: &str, path: &str, accept: Option<&str>) -> Fetched {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{listen}{path}"))
+        .header("host", "blog.example");
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request(req.body(Empty::new()).unwrap()),
+    )
+    .await
+    .expect("answer within 30 s")
+    .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+fn header<'a>(f: &'a Fetched, name: &str) -> &'a str {
+    f.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Corpus image sizes (after EXIF orientation) and bytes, by upstream URL.
+fn images_by_upstream() -> HashMap<String, (String, u32, u32)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/manifest.json");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let sizes: HashMap<String, (u32, u32)> = m["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let dim = |k: &str| i[k].as_u64().unwrap_or(0) as u32;
+            (
+                i["file"].as_str().unwrap().to_string(),
+                (dim("display_width"), dim("display_height")),
+            )
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for d in m["documents"].as_array().unwrap() {
+        // On-demand documents list their references elsewhere.
+        for r in d["refs"].as_array().into_iter().flatten() {
+            let (Some(url), Some(image)) = (r["upstream_url_ascii"].as_str(), r["image"].as_str())
+            else {
+                continue;
+            };
+            if let Some(&(w, h)) = sizes.get(image) {
+                out.insert(url.to_string(), (image.to_string(), w, h));
+            }
+        }
+    }
+    out
+}
+
+/// The size a fit into `(bw, bh)` (0 = unconstrained) gives, never upscaling.
+fn fitted(w: u32, h: u32, bw: u32, bh: u32) -> (f64, f64) {
+    let mut scale: f64 = 1.0;
+    if bw > 0 {
+        scale = scale.min(f64::from(bw) / f64::from(w));
+    }
+    if bh > 0 {
+        scale = scale.min(f64::from(bh) / f64::from(h));
+    }
+    (f64::from(w) * scale, f64::from(h) * scale)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_images_through_nginx() {
+    let Some(binary) = nginx_binary() else {
+        let message = "nginx is not installed: the nginx end-to-end test cannot run \
+                       (`make test` installs it; or apt-get install nginx)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        return;
+    };
+    let origin = Origin::start().await;
+    let blog = Blog::start().await;
+    let blog_url = blog.url();
+    let server = Server::start(
+        &origin,
+        &[
+            ("ORIGIN__URL", &blog_url),
+            ("IMAGE__FORMATS", r#"["avif", "webp", "jpeg", "png"]"#),
+        ],
+    );
+    let (nginx, listen) = start_nginx(&binary, &server.addr.to_string());
+    let images = images_by_upstream();
+
+    let mut fetched = 0;
+    let mut avif_refused = 0;
+    // Pages share images: each proxied URL is checked once, so its first fetch is a miss.
+    let mut done = BTreeSet::new();
+    let mut https_skipped = BTreeSet::new();
+    for page in corpus_pages() {
+        let path = format!("/pages/{}", page.file);
+        let reply = fetch(&listen, &path, None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{path}: {}",
+            nginx.error_log()
+        );
+        let proxied = server.proxied(&reply.body);
+        let sources: BTreeSet<String> = proxied
+            .iter()
+            .map(|(_, r)| r.source.as_str().to_string())
+            .collect();
+        for want in &page.must_rewrite {
+            assert!(sources.contains(want), "{path}: {want} not rewritten");
+        }
+        // The origin saw nginx's forwarding headers, then imgrelay's hop appended.
+        let seen = blog.seen(&path).unwrap();
+        assert_eq!(seen["x-forwarded-host"], "blog.example");
+        assert_eq!(seen["x-forwarded-for"], "127.0.0.1, 127.0.0.1");
+
+        let unique: BTreeSet<&String> = proxied.iter().map(|(p, _)| p).collect();
+        for image_path in unique {
+            let request = &proxied.iter().find(|(p, _)| p == image_path).unwrap().1;
+            if !done.insert(image_path.clone()) {
+                continue;
+            }
+            if request.source.scheme() != "http" {
+                https_skipped.insert(request.source.to_string());
+                continue;
+            }
+            let (file, w, h) = images
+                .get(request.source.as_str())
+                .unwrap_or_else(|| panic!("{} not in the manifest", request.source))
+                .clone();
+            let (bw, bh) = request.options.target_box();
+            let (ew, eh) = fitted(w, h, bw, bh);
+            let first = fetch(&listen, image_path, Some(ACCEPT)).await;
+            if !cfg!(feature = "avif")
+                && file.ends_with(".avif")
+                && (ew, eh) != (f64::from(w), f64::from(h))
+            {
+                assert_eq!(
+                    first.status,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "{image_path}"
+                );
+                avif_refused += 1;
+                continue;
+            }
+            assert_eq!(
+                first.status,
+                StatusCode::OK,
+                "{path}: {image_path} ({}): {:?}",
+                request.source,
+                String::from_utf8_lossy(&first.body)
+            );
+            let ctype = header(&first, "content-type").to_string();
+            if ctype == "image/avif" {
+                // AVIF is passed through only when it already fits.
+                let original = std::fs::read(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/data/images")
+                        .join(&file),
+                )
+                .unwrap();
+                assert_eq!(first.body.as_ref(), original.as_slice(), "{image_path}");
+                assert_eq!((f64::from(w), f64::from(h)), (ew, eh), "{image_path}");
+            } else {
+                let img = image::load_from_memory(&first.body)
+                    .unwrap_or_else(|e| panic!("{image_path} ({ctype}) decodes: {e}"));
+                assert!(
+                    (f64::from(img.width()) - ew).abs() <= 1.0
+                        && (f64::from(img.height()) - eh).abs() <= 1.0,
+                    "{image_path} ({file} {w}x{h} in {bw}x{bh}): got {}x{}, want {ew:.1}x{eh:.1}",
+                    img.width(),
+                    img.height()
+                );
+            }
+            assert_ne!(
+                header(&first, "x-cache-status"),
+                "HIT",
+                "{image_path}: first fetch"
+            );
+            let second = fetch(&listen, image_path, Some(ACCEPT)).await;
+            assert_eq!(second.status, StatusCode::OK);
+            assert_eq!(
+                header(&second, "x-cache-status"),
+                "HIT",
+                "{image_path}: second fetch"
+            );
+            assert_eq!(second.body, first.body);
+            fetched += 1;
+        }
+    }
+    eprintln!(
+        "nginx e2e: {fetched} images fetched twice through nginx; {} https upstreams not fetched; \
+         {avif_refused} AVIF resizes refused",
+        https_skipped.len()
+    );
+    assert!(fetched >= 20, "only {fetched} images fetched");
+    drop(nginx);
+}
