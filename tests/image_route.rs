@@ -464,14 +464,18 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = tokio::task::spawn_blocking(move || server.terminate())
+    server.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining: the slow request is still being served, yet new connections are refused.
+    assert!(!in_flight.is_finished(), "the slow request ended early");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let status = tokio::task::spawn_blocking(move || server.wait_exit())
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     decode(&body);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
