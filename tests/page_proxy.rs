@@ -153,6 +153,13 @@ async fn non_html_passes_through_byte_identical() {
         assert!(head.body.is_empty());
         assert_eq!(head.header("content-length"), original.len().to_string());
     }
+    // HTML the origin compressed anyway is passed through as it is, never rewritten half-read.
+    let encoded = server.get("/encoded").await;
+    assert_eq!(encoded.status, StatusCode::OK);
+    assert_eq!(encoded.header("content-encoding"), "gzip");
+    let want = common::blog::encoded_body();
+    assert_eq!(encoded.body.as_ref(), want.as_slice());
+    assert_eq!(encoded.header("content-length"), want.len().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,12 +88,7 @@ impl AppState {
                 key: "rewrite".into(),
                 message: e.to_string(),
             })?;
-        let page = PageProxy::new(&config.origin, rewrite.clone(), metrics.clone()).map_err(
-            |message| ConfigError::Invalid {
-                key: "origin.url".into(),
-                message,
-            },
-        )?;
+        let page = PageProxy::new(&config.origin, rewrite.clone(), metrics.clone())?;
         let signer = UrlSigner::new(keys, &config.server.public_prefix);
         Ok(AppState {
             route_prefix: config.server.route_prefix().to_string(),

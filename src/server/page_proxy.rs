@@ -23,7 +23,7 @@ use super::error::RouteError;
 use super::metrics::Metrics;
 use super::stream::{self, Pump, RewriteJob};
 use super::PeerAddr;
-use crate::config::OriginConfig;
+use crate::config::{ConfigError, OriginConfig};
 use crate::rewrite::{DocKind, RewriteContext};
 
 type OutgoingBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -49,14 +49,18 @@ impl PageProxy {
         config: &OriginConfig,
         ctx: Arc<RewriteContext>,
         metrics: Arc<Metrics>,
-    ) -> Result<Option<PageProxy>, String> {
+    ) -> Result<Option<PageProxy>, ConfigError> {
         if config.url.is_empty() {
             return Ok(None);
         }
-        let base: Uri = config
-            .url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        let base: Uri =
+            config
+                .url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ConfigError::Invalid {
+                    key: "origin.url".into(),
+                    message: e.to_string(),
+                })?;
         let base_path = base.path().trim_end_matches('/').to_string();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));

@@ -6,7 +6,7 @@
 //! `/moved` (301), `/hop` (hop-by-hop response headers), `/echo` (records the request headers
 //! and answers the body's length and SHA-256), `/slow-headers` (headers after 5 s),
 //! `/trickle` (1 MB of HTML in 1 KB pieces 50 ms apart), `/huge` (100 MB of HTML, generated),
-//! `/cut` (4 KB of HTML, then the connection is cut), `/stall` (4 KB of HTML, then 10 s of
+//! `/encoded` (HTML with `Content-Encoding: gzip`), `/cut` (4 KB of HTML, then the connection is cut), `/stall` (4 KB of HTML, then 10 s of
 //! silence).
 
 use std::collections::HashMap;
@@ -103,6 +103,13 @@ fn reply(status: u16, ctype: &str, body: impl Into<Bytes>) -> Response<BlogBody>
     r
 }
 
+/// The body of `/encoded`: a gzip magic number, then HTML with a wrapped image.
+pub fn encoded_body() -> Vec<u8> {
+    let mut body = vec![0x1f, 0x8b];
+    body.extend_from_slice(format!("<img src=\"{WRAPPED}\">").as_bytes());
+    body
+}
+
 /// A body fed by a task, so pages can be paced or generated without being held in memory.
 struct ChannelBody(mpsc::Receiver<Result<Bytes, BoxError>>);
 
@@ -197,6 +204,13 @@ async fn handle(
             let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..16]);
             let mut r = reply(200, "application/octet-stream", bytes);
             r.headers_mut().insert(header::ETAG, etag.parse().unwrap());
+            r
+        }
+        ["encoded"] => {
+            // Compressed anyway, despite `Accept-Encoding: identity` (bytes stand in for gzip).
+            let mut r = reply(200, "text/html", encoded_body());
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
             r
         }
         ["missing"] => reply(404, "text/html", "<p>not here</p>\n"),
