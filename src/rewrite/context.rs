@@ -158,7 +158,11 @@ pub enum Outcome {
 /// not remembered and cannot crowd out the images).
 #[derive(Debug, Clone)]
 enum Judged {
-    Rewrite { url: Url, upstream: Arc<str> },
+    /// The parsed URL is shared, so a hit costs reference counts rather than a copy.
+    Rewrite {
+        url: Arc<Url>,
+        upstream: Arc<str>,
+    },
     Skip(Arc<str>),
 }
 
@@ -194,20 +198,43 @@ impl Memo {
             Ok(Judged::Skip(reason)) => return Outcome::Skip(reason),
             Err(reason) => return Outcome::Keep(reason),
         };
-        let key = self.hasher.hash_one((&*upstream, options));
+        let proxied = self.sign(ctx, &url, &upstream, options);
+        Outcome::Rewrite { upstream, proxied }
+    }
+
+    /// The upstream of `raw` when it is to be rewritten, for signing it again at other
+    /// sizes with [`Memo::sign`] without judging it again.
+    pub fn upstream(
+        &mut self,
+        ctx: &RewriteContext,
+        raw: &str,
+        markup: Markup,
+    ) -> Option<(Arc<Url>, Arc<str>)> {
+        match self.judge(ctx, raw, markup) {
+            Ok(Judged::Rewrite { url, upstream }) => Some((url, upstream)),
+            _ => None,
+        }
+    }
+
+    /// The proxied URL of `url` (whose text is `upstream`) with `options`.
+    pub fn sign(
+        &mut self,
+        ctx: &RewriteContext,
+        url: &Url,
+        upstream: &Arc<str>,
+        options: Options,
+    ) -> Arc<str> {
+        let key = self.hasher.hash_one((&**upstream, options));
         if let Some((u, o, proxied)) = self.signed.get(&key) {
-            if *u == upstream && *o == options {
-                return Outcome::Rewrite {
-                    upstream,
-                    proxied: proxied.clone(),
-                };
+            if u == upstream && *o == options {
+                return proxied.clone();
             }
         }
-        let proxied: Arc<str> = ctx.signer.url_for(&url, &options).into();
+        let proxied: Arc<str> = ctx.signer.url_for(url, &options).into();
         self.reserve(ENTRY_OVERHEAD + proxied.len());
         self.signed
             .insert(key, (upstream.clone(), options, proxied.clone()));
-        Outcome::Rewrite { upstream, proxied }
+        proxied
     }
 
     /// The judgement of `raw`; `Err` carries the reason a URL is kept.
@@ -230,7 +257,7 @@ impl Memo {
         let judged = match ctx.decide(&decoded) {
             Decision::Rewrite(url) => Judged::Rewrite {
                 upstream: url.as_str().into(),
-                url,
+                url: Arc::new(url),
             },
             Decision::Skip(reason) => Judged::Skip(reason.into()),
             Decision::Keep(reason) => return Err(reason),
