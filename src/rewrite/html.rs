@@ -235,11 +235,20 @@ struct ImgAttrs {
 
 const IMG_URL_ATTRS: [&str; 3] = ["src", "data-src", "data-original"];
 const SRCSET_ATTRS: [&str; 2] = ["srcset", "data-srcset"];
+/// Lengths of the attribute names [`ImgAttrs::read`] looks at.
+const IMG_NAME_LENGTHS: [usize; 9] = [3, 5, 6, 7, 8, 9, 11, 13, 18];
 
 impl ImgAttrs {
     fn read(el: &Element<'_, '_>) -> ImgAttrs {
         let mut a = ImgAttrs::default();
         for attr in el.attributes() {
+            // Every name lol_html returns is a fresh string; the source span tells the
+            // length without one, which already rules out most attributes (`alt`, `class`,
+            // `referrerpolicy` …).
+            let len = attr.name_source_location().map(|l| l.bytes().len());
+            if len.is_some_and(|len| !IMG_NAME_LENGTHS.contains(&len)) {
+                continue;
+            }
             let name = attr.name();
             let slot = match name.as_str() {
                 "src" => &mut a.urls[0],
