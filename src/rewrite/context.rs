@@ -1,7 +1,7 @@
 //! Everything a document rewrite needs that is fixed for the process: signer, policy, hosts.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use foldhash::fast::RandomState;
 use std::sync::Arc;
@@ -158,7 +158,11 @@ pub enum Outcome {
 /// not remembered and cannot crowd out the images).
 #[derive(Debug, Clone)]
 enum Judged {
-    Rewrite { url: Url, upstream: Arc<str> },
+    /// The parsed URL is shared, so a hit costs reference counts rather than a copy.
+    Rewrite {
+        url: Arc<Url>,
+        upstream: Arc<str>,
+    },
     Skip(Arc<str>),
 }
 
@@ -169,10 +173,38 @@ enum Judged {
 #[derive(Debug, Default)]
 pub struct Memo {
     hasher: RandomState,
-    judged: HashMap<u64, (Box<str>, Markup, Judged)>,
-    signed: HashMap<u64, (Arc<str>, Options, Arc<str>)>,
-    /// Approximate heap bytes held by both maps.
+    judged: Table<(Box<str>, Markup, Judged)>,
+    /// One shared upstream per distinct upstream text, so that `signed` can key on the
+    /// upstream's address: raw values naming the same image (several wrappers, escapes)
+    /// share their signatures. Every entry of `signed` holds its upstream, so an address
+    /// cannot be reused while it is a key.
+    upstreams: Table<(Arc<Url>, Arc<str>)>,
+    signed: Table<(Arc<str>, Options, Arc<str>)>,
+    /// Approximate heap bytes held by the maps.
     bytes: usize,
+}
+
+/// A map keyed by a hash already computed with the memo's hasher.
+type Table<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
+
+/// Passes a precomputed `u64` key through: hashing a hash again would only cost time.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// Heap bytes the memo may hold per document; beyond it the memo starts over. Archive pages
@@ -194,20 +226,45 @@ impl Memo {
             Ok(Judged::Skip(reason)) => return Outcome::Skip(reason),
             Err(reason) => return Outcome::Keep(reason),
         };
-        let key = self.hasher.hash_one((&*upstream, options));
+        let proxied = self.sign(ctx, &url, &upstream, options);
+        Outcome::Rewrite { upstream, proxied }
+    }
+
+    /// The upstream of `raw` when it is to be rewritten, for signing it again at other
+    /// sizes with [`Memo::sign`] without judging it again.
+    pub fn upstream(
+        &mut self,
+        ctx: &RewriteContext,
+        raw: &str,
+        markup: Markup,
+    ) -> Option<(Arc<Url>, Arc<str>)> {
+        match self.judge(ctx, raw, markup) {
+            Ok(Judged::Rewrite { url, upstream }) => Some((url, upstream)),
+            _ => None,
+        }
+    }
+
+    /// The proxied URL of `url` (whose text is `upstream`) with `options`.
+    pub fn sign(
+        &mut self,
+        ctx: &RewriteContext,
+        url: &Url,
+        upstream: &Arc<str>,
+        options: Options,
+    ) -> Arc<str> {
+        let key = self
+            .hasher
+            .hash_one((Arc::as_ptr(upstream).cast::<u8>() as usize, options));
         if let Some((u, o, proxied)) = self.signed.get(&key) {
-            if *u == upstream && *o == options {
-                return Outcome::Rewrite {
-                    upstream,
-                    proxied: proxied.clone(),
-                };
+            if Arc::ptr_eq(u, upstream) && *o == options {
+                return proxied.clone();
             }
         }
-        let proxied: Arc<str> = ctx.signer.url_for(&url, &options).into();
+        let proxied: Arc<str> = ctx.signer.url_for(url, &options).into();
         self.reserve(ENTRY_OVERHEAD + proxied.len());
         self.signed
             .insert(key, (upstream.clone(), options, proxied.clone()));
-        Outcome::Rewrite { upstream, proxied }
+        proxied
     }
 
     /// The judgement of `raw`; `Err` carries the reason a URL is kept.
@@ -230,7 +287,7 @@ impl Memo {
         let judged = match ctx.decide(&decoded) {
             Decision::Rewrite(url) => Judged::Rewrite {
                 upstream: url.as_str().into(),
-                url,
+                url: Arc::new(url),
             },
             Decision::Skip(reason) => Judged::Skip(reason.into()),
             Decision::Keep(reason) => return Err(reason),
@@ -242,18 +299,88 @@ impl Memo {
                 Judged::Skip(reason) => reason.len(),
             };
         self.reserve(size);
+        let judged = match judged {
+            Judged::Rewrite { url, upstream } => {
+                let (url, upstream) = self.intern(url, upstream);
+                Judged::Rewrite { url, upstream }
+            }
+            skip => skip,
+        };
         self.judged
             .insert(key, (raw.into(), markup, judged.clone()));
         Ok(judged)
+    }
+
+    /// The shared copy of an upstream equal to `upstream`, or `upstream` itself.
+    fn intern(&mut self, url: Arc<Url>, upstream: Arc<str>) -> (Arc<Url>, Arc<str>) {
+        let key = self.hasher.hash_one(&*upstream);
+        match self.upstreams.get(&key) {
+            Some((u, text)) if *text == upstream => (u.clone(), text.clone()),
+            _ => {
+                self.upstreams.insert(key, (url.clone(), upstream.clone()));
+                (url, upstream)
+            }
+        }
     }
 
     /// Makes room for `size` more bytes, starting over when the budget is spent.
     fn reserve(&mut self, size: usize) {
         if self.bytes + size > MEMO_BYTES {
             self.judged.clear();
+            self.upstreams.clear();
             self.signed.clear();
             self.bytes = 0;
         }
         self.bytes += size;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::{Key, KeyRing};
+
+    fn ctx() -> Arc<RewriteContext> {
+        let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
+        RewriteContext::new(&Config::default(), keys).unwrap()
+    }
+
+    #[test]
+    fn one_image_under_two_wrappers_is_signed_once() {
+        let ctx = ctx();
+        let mut memo = Memo::default();
+        let options = Options::sized(640, 0);
+        let proxied =
+            |memo: &mut Memo, raw: &str| match memo.resolve(&ctx, raw, Markup::Html, options) {
+                Outcome::Rewrite { proxied, .. } => proxied,
+                other => panic!("{other:?}"),
+            };
+        let a = proxied(
+            &mut memo,
+            "https://cors.zfour.workers.dev/?http://a.example/x.jpg?w=1&amp;h=2",
+        );
+        let b = proxied(
+            &mut memo,
+            "https://corsproxy.io/?http%3A%2F%2Fa.example%2Fx.jpg%3Fw%3D1%26h%3D2",
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = proxied(
+            &mut memo,
+            "https://cors.zfour.workers.dev/?http://a.example/y.jpg",
+        );
+        assert_ne!(a, other);
+        let (url, upstream) = memo
+            .upstream(
+                &ctx,
+                "https://cors.zfour.workers.dev/?http://a.example/y.jpg",
+                Markup::Html,
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(
+            &memo.sign(&ctx, &url, &upstream, options),
+            &other
+        ));
+        let wider = memo.sign(&ctx, &url, &upstream, Options::sized(1280, 0));
+        assert_ne!(wider, other);
     }
 }

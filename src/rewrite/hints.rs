@@ -30,6 +30,12 @@ impl SizeHint {
     /// Parses `W,H`: digits only, each 1..=65535; ASCII whitespace around the numbers is
     /// tolerated and reported.
     pub fn parse(raw: &str) -> SizeHint {
+        if let Some(size) = plain_pair(raw.as_bytes()) {
+            return SizeHint {
+                status: SizeStatus::Ok,
+                size: Some(size),
+            };
+        }
         let invalid = |status| SizeHint { status, size: None };
         let Some((w, h)) = raw.split_once(',') else {
             return invalid(SizeStatus::Malformed);
@@ -64,6 +70,25 @@ impl SizeHint {
             size: Some((wn as u32, hn as u32)),
         }
     }
+}
+
+/// The common spelling `W,H` (digits only, each 1..=65535), read without building strings.
+fn plain_pair(b: &[u8]) -> Option<(u32, u32)> {
+    let comma = b.iter().position(|&c| c == b',')?;
+    let number = |digits: &[u8]| -> Option<u32> {
+        if digits.is_empty() || digits.len() > 5 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(d - b'0');
+        }
+        (1..=MAX_DIMENSION).contains(&n).then_some(n)
+    };
+    Some((number(&b[..comma])?, number(&b[comma + 1..])?))
 }
 
 /// The intrinsic size capped to `max_width`, keeping the aspect ratio (height at least 1).

@@ -235,11 +235,20 @@ struct ImgAttrs {
 
 const IMG_URL_ATTRS: [&str; 3] = ["src", "data-src", "data-original"];
 const SRCSET_ATTRS: [&str; 2] = ["srcset", "data-srcset"];
+/// Lengths of the attribute names [`ImgAttrs::read`] looks at.
+const IMG_NAME_LENGTHS: [usize; 9] = [3, 5, 6, 7, 8, 9, 11, 13, 18];
 
 impl ImgAttrs {
     fn read(el: &Element<'_, '_>) -> ImgAttrs {
         let mut a = ImgAttrs::default();
         for attr in el.attributes() {
+            // Every name lol_html returns is a fresh string; the source span tells the
+            // length without one, which already rules out most attributes (`alt`, `class`,
+            // `referrerpolicy` …).
+            let len = attr.name_source_location().map(|l| l.bytes().len());
+            if len.is_some_and(|len| !IMG_NAME_LENGTHS.contains(&len)) {
+                continue;
+            }
             let name = attr.name();
             let slot = match name.as_str() {
                 "src" => &mut a.urls[0],
@@ -314,32 +323,11 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
     }
     if let Some((w, h)) = size {
         if cfg.dimensions && !attrs.has_size_attr {
-            let _ = el.set_attribute("width", &w.to_string());
-            let _ = el.set_attribute("height", &h.to_string());
+            let _ = el.set_attribute("width", Decimal::new(w).as_str());
+            let _ = el.set_attribute("height", Decimal::new(h).as_str());
         }
         if let (true, None, Some(src)) = (src_rewritten, &attrs.srcsets[0], &attrs.urls[0]) {
-            let widths: Vec<u32> = srcset_widths(&cfg.srcset_widths, w).collect();
-            if widths.len() > 1 {
-                let mut srcset = String::new();
-                for cw in widths {
-                    let opts = if cw == w {
-                        options
-                    } else {
-                        Options::sized(cw, 0)
-                    };
-                    let Outcome::Rewrite { proxied, .. } =
-                        st.memo.resolve(&ctx, src, Markup::Html, opts)
-                    else {
-                        return;
-                    };
-                    if !srcset.is_empty() {
-                        srcset.push_str(", ");
-                    }
-                    srcset.push_str(&proxied);
-                    srcset.push(' ');
-                    srcset.push_str(&cw.to_string());
-                    srcset.push('w');
-                }
+            if let Some(srcset) = generated_srcset(st, &ctx, src, options, w) {
                 let _ = el.set_attribute("srcset", &srcset);
             }
         }
@@ -359,6 +347,66 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
     if let Some(original) = canonical.filter(|_| cfg.canonical_attr && !attrs.has_canonical) {
         // The raw value is already escaped for an attribute; lol_html only escapes quotes.
         let _ = el.set_attribute("data-canonical-src", original);
+    }
+}
+
+/// The `srcset` generated for a rewritten `src` whose target width is `w`: the configured
+/// widths below it, then the target itself with the image's own `options`. The source is
+/// judged once and only signed per width.
+fn generated_srcset(
+    st: &mut DocState,
+    ctx: &RewriteContext,
+    src: &str,
+    options: Options,
+    w: u32,
+) -> Option<String> {
+    let cfg = ctx.config();
+    // A single width needs no srcset.
+    srcset_widths(&cfg.srcset_widths, w).nth(1)?;
+    let (url, upstream) = st.memo.upstream(ctx, src, Markup::Html)?;
+    let mut srcset = String::with_capacity(4 * (upstream.len() + 96));
+    for cw in srcset_widths(&cfg.srcset_widths, w) {
+        let opts = if cw == w {
+            options
+        } else {
+            Options::sized(cw, 0)
+        };
+        let proxied = st.memo.sign(ctx, &url, &upstream, opts);
+        if !srcset.is_empty() {
+            srcset.push_str(", ");
+        }
+        srcset.push_str(&proxied);
+        srcset.push(' ');
+        srcset.push_str(Decimal::new(cw).as_str());
+        srcset.push('w');
+    }
+    Some(srcset)
+}
+
+/// A `u32` in decimal without a heap allocation.
+struct Decimal {
+    buf: [u8; 10],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(mut n: u32) -> Decimal {
+        let mut buf = [0u8; 10];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal { buf, start }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or_default()
     }
 }
 
