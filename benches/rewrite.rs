@@ -11,6 +11,10 @@ use imgrelay::config::Config;
 use imgrelay::rewrite::{DocKind, RewriteContext, Rewriter};
 use imgrelay::signing::{Key, KeyRing};
 
+// The same allocator as the `imgrelay` binary, so the figures are the ones the CLI and server get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CHUNK: usize = 64 * 1024;
 
 fn context() -> Arc<RewriteContext> {

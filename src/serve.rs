@@ -33,10 +33,10 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
-/// glibc gives every thread that allocates its own arena (up to 8 per core), and transforms hop
-/// between blocking-pool threads, so each arena keeps its own high-water mark of freed image
-/// buffers: measured under the miss load, two arenas cut RSS beyond the caches' contents from
-/// ~108 MB to ~64 MB at no measurable cost in throughput on this service's few cores.
+/// The C codecs (libjpeg-turbo, libwebp, libdav1d) allocate through glibc, which gives every
+/// thread that allocates its own arena (up to 8 per core); transforms hop between blocking-pool
+/// threads, so each arena would keep its own high-water mark of freed image buffers. Two arenas
+/// are plenty for this service's few transform workers.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; it is called before any other thread exists.
