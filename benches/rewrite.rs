@@ -11,10 +11,6 @@ use imgrelay::config::Config;
 use imgrelay::rewrite::{DocKind, RewriteContext, Rewriter};
 use imgrelay::signing::{Key, KeyRing};
 
-// The same allocator as the `imgrelay` binary, so the figures are the ones the CLI and server get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const CHUNK: usize = 64 * 1024;
 
 fn context() -> Arc<RewriteContext> {
@@ -188,6 +184,7 @@ fn mb_per_s(bytes: usize, f: &mut dyn FnMut()) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
+    imgrelay::allocator::tune();
     let ctx = context();
     let article = articles(4 << 20);
     let (dense, images) = image_dense(5 << 20);

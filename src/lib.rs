@@ -1,6 +1,7 @@
 //! imgrelay: an image proxy and streaming HTML rewriter for articles whose images are hot-linked
 //! through public CORS proxies.
 
+pub mod allocator;
 pub mod cache;
 pub mod cli;
 pub mod config;

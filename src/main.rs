@@ -10,11 +10,6 @@ use imgrelay::urls::Format;
 
 mod serve;
 
-// The rewriter and lol_html allocate and free many small strings per tag; mimalloc does that in a
-// fraction of glibc's instructions, and keeps its heaps per thread without glibc's arena growth.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "imgrelay",
@@ -96,6 +91,7 @@ fn load(config: &ConfigArg) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    imgrelay::allocator::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -12,8 +12,12 @@ use tracing_subscriber::EnvFilter;
 
 pub fn run(config: Config) -> ExitCode {
     init_logging(&config);
-    limit_malloc_arenas();
+    // Transforms run on the blocking pool (at most `workers` at once) beside the DNS look-ups.
+    // Every thread keeps its own allocator heap, so a small fixed set of long-lived threads, not
+    // tokio's default of up to 512 short-lived ones, keeps memory beyond the caches bounded.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(config.image.workers() + 8)
+        .thread_keep_alive(Duration::from_secs(300))
         .enable_all()
         .build()
     {
@@ -30,18 +34,6 @@ pub fn run(config: Config) -> ExitCode {
             eprintln!("imgrelay: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The C codecs (libjpeg-turbo, libwebp, libdav1d) allocate through glibc, which gives every
-/// thread that allocates its own arena (up to 8 per core); transforms hop between blocking-pool
-/// threads, so each arena would keep its own high-water mark of freed image buffers. Two arenas
-/// are plenty for this service's few transform workers.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; it is called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
