@@ -13,23 +13,22 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use super::origin::{BoxError, ChannelBody};
+
 type BlogBody = BoxBody<Bytes, BoxError>;
 
 /// A wrapped image the generated pages carry.
@@ -110,25 +109,11 @@ pub fn encoded_body() -> Vec<u8> {
     body
 }
 
-/// A body fed by a task, so pages can be paced or generated without being held in memory.
-struct ChannelBody(mpsc::Receiver<Result<Bytes, BoxError>>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
-    }
-}
-
-/// An `Err` sent into the channel cuts the connection.
+/// A body fed by a task, so pages can be paced or generated without being held in memory; an
+/// `Err` sent into the channel cuts the connection.
 fn channel() -> (mpsc::Sender<Result<Bytes, BoxError>>, BlogBody) {
     let (tx, rx) = mpsc::channel(4);
-    (tx, ChannelBody(rx).boxed())
+    (tx, ChannelBody { rx, exact: None }.boxed())
 }
 
 fn html_response(body: BlogBody) -> Response<BlogBody> {

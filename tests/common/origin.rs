@@ -26,12 +26,12 @@ use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A body fed from a channel; an `Err` item cuts the connection.
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
-    exact: Option<u64>,
+/// A body fed from a channel; an `Err` item cuts the connection. Shared with the blog origin.
+pub(crate) struct ChannelBody {
+    pub(crate) rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+    pub(crate) exact: Option<u64>,
 }
 
 impl Body for ChannelBody {
