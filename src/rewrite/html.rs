@@ -16,6 +16,7 @@ use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector}
 use super::context::{Markup, Memo, Outcome, RewriteContext};
 use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint, SizeStatus};
 use super::report::{Action, Counts, HintReport, RefReport};
+use super::tag::{Edits, InputWindow, Tag};
 use crate::urls::Options;
 
 /// Per-document state shared by the handlers.
@@ -26,6 +27,8 @@ pub struct DocState {
     pub images_seen: usize,
     pub counts: Counts,
     pub report: Option<Vec<RefReport>>,
+    /// Attribute edits of the element being handled.
+    edits: Edits,
 }
 
 /// A hint with its raw text, for reports.
@@ -39,6 +42,7 @@ impl DocState {
             images_seen: 0,
             counts: Counts::default(),
             report: collect_report.then(Vec::new),
+            edits: Edits::default(),
         }
     }
 
@@ -110,7 +114,7 @@ fn hint_note(status: SizeStatus) -> &'static str {
     }
 }
 
-fn lock(state: &Mutex<DocState>) -> MutexGuard<'_, DocState> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic cannot happen inside the handlers, but a poisoned lock must not become one.
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -119,10 +123,12 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
     format!("{}[{attr}]", el.tag_name())
 }
 
-/// lol_html settings wired to `state`. `bail_out` is raised before lol_html flushes its
-/// buffered input on a bail-out, so the output sink hands everything over at once.
+/// lol_html settings wired to `state`; `window` holds the input lol_html is working on.
+/// `bail_out` is raised before lol_html flushes its buffered input on a bail-out, so the
+/// output sink hands everything over at once.
 pub fn settings(
     state: Arc<Mutex<DocState>>,
+    window: Arc<Mutex<InputWindow>>,
     encoding: AsciiCompatibleEncoding,
     adjust_charset_on_meta: bool,
     max_memory: usize,
@@ -140,7 +146,7 @@ pub fn settings(
         .append_bail_out_handler(move |_: &RewritingError, _: &mut BailOut<'_>| {
             bail_out.store(true, Ordering::Release);
         });
-    type Handler = fn(&mut DocState, &mut Element<'_, '_>);
+    type Handler = fn(&mut DocState, &Element<'_, '_>, &Tag<'_>);
     let handlers: [(&str, Handler); 6] = [
         ("img", on_img),
         ("source", on_source),
@@ -154,8 +160,14 @@ pub fn settings(
             continue;
         };
         let state = state.clone();
+        let window = window.clone();
         let element = move |el: &mut Element<'_, '_>| -> HandlerResult {
-            handler(&mut lock(&state), el);
+            let window = lock(&window);
+            let tag = Tag::new(el, &window);
+            let mut st = lock(&state);
+            st.edits.begin(el);
+            handler(&mut st, el, &tag);
+            st.edits.apply(el, &tag);
             Ok(())
         };
         settings = settings.append_element_content_handler((
@@ -169,8 +181,8 @@ pub fn settings(
 /// Rewrites a single-URL attribute whose raw value is `raw`; returns whether it changed.
 fn url_attr(
     st: &mut DocState,
-    el: &mut Element<'_, '_>,
-    attr: &str,
+    el: &Element<'_, '_>,
+    attr: &'static str,
     raw: &str,
     options: Options,
     hint: Hint<'_>,
@@ -184,14 +196,15 @@ fn url_attr(
     } else {
         Cow::Borrowed(&*proxied)
     };
-    el.set_attribute(attr, &value).is_ok()
+    st.edits.set(attr, &value);
+    true
 }
 
 /// Rewrites the candidates of a srcset-like attribute in place; returns whether any changed.
 fn srcset_attr(
     st: &mut DocState,
-    el: &mut Element<'_, '_>,
-    attr: &str,
+    el: &Element<'_, '_>,
+    attr: &'static str,
     raw: &str,
     options: Options,
     hint: Hint<'_>,
@@ -214,18 +227,19 @@ fn srcset_attr(
         return false;
     }
     out.push_str(&raw[last..]);
-    el.set_attribute(attr, &out).is_ok()
+    st.edits.set(attr, &out);
+    true
 }
 
 /// The attributes of an `<img>` that matter here, read in one pass (the first of duplicates
 /// wins, as in browsers).
 #[derive(Default)]
-struct ImgAttrs {
+struct ImgAttrs<'w> {
     /// `src`, `data-src`, `data-original`.
-    urls: [Option<String>; 3],
+    urls: [Option<Cow<'w, str>>; 3],
     /// `srcset`, `data-srcset`.
-    srcsets: [Option<String>; 2],
-    data_size: Option<String>,
+    srcsets: [Option<Cow<'w, str>>; 2],
+    data_size: Option<Cow<'w, str>>,
     has_size_attr: bool,
     has_loading: bool,
     has_decoding: bool,
@@ -235,64 +249,47 @@ struct ImgAttrs {
 
 const IMG_URL_ATTRS: [&str; 3] = ["src", "data-src", "data-original"];
 const SRCSET_ATTRS: [&str; 2] = ["srcset", "data-srcset"];
-/// Lengths of the attribute names [`ImgAttrs::read`] looks at.
-const IMG_NAME_LENGTHS: [usize; 9] = [3, 5, 6, 7, 8, 9, 11, 13, 18];
 
-impl ImgAttrs {
-    fn read(el: &Element<'_, '_>) -> ImgAttrs {
+impl<'w> ImgAttrs<'w> {
+    fn read(el: &Element<'_, '_>, tag: &Tag<'w>) -> ImgAttrs<'w> {
         let mut a = ImgAttrs::default();
         for attr in el.attributes() {
-            // Every name lol_html returns is a fresh string; the source span tells the
-            // length without one, which already rules out most attributes (`alt`, `class`,
-            // `referrerpolicy` …).
-            let len = attr.name_source_location().map(|l| l.bytes().len());
-            if len.is_some_and(|len| !IMG_NAME_LENGTHS.contains(&len)) {
+            let name = tag.name(attr);
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            let slot = if is("src") {
+                &mut a.urls[0]
+            } else if is("data-src") {
+                &mut a.urls[1]
+            } else if is("data-original") {
+                &mut a.urls[2]
+            } else if is("srcset") {
+                &mut a.srcsets[0]
+            } else if is("data-srcset") {
+                &mut a.srcsets[1]
+            } else if is("data-size") {
+                &mut a.data_size
+            } else {
+                a.has_size_attr |= is("width") || is("height");
+                a.has_loading |= is("loading");
+                a.has_decoding |= is("decoding");
+                a.has_fetchpriority |= is("fetchpriority");
+                a.has_canonical |= is("data-canonical-src");
                 continue;
-            }
-            let name = attr.name();
-            let slot = match name.as_str() {
-                "src" => &mut a.urls[0],
-                "data-src" => &mut a.urls[1],
-                "data-original" => &mut a.urls[2],
-                "srcset" => &mut a.srcsets[0],
-                "data-srcset" => &mut a.srcsets[1],
-                "data-size" => &mut a.data_size,
-                "width" | "height" => {
-                    a.has_size_attr = true;
-                    continue;
-                }
-                "loading" => {
-                    a.has_loading = true;
-                    continue;
-                }
-                "decoding" => {
-                    a.has_decoding = true;
-                    continue;
-                }
-                "fetchpriority" => {
-                    a.has_fetchpriority = true;
-                    continue;
-                }
-                "data-canonical-src" => {
-                    a.has_canonical = true;
-                    continue;
-                }
-                _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(attr.value());
+                *slot = Some(tag.value(attr));
             }
         }
         a
     }
 }
 
-fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
+fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let first = st.images_seen == 0;
     st.images_seen += 1;
     let ctx = st.ctx.clone();
     let cfg = ctx.config();
-    let attrs = ImgAttrs::read(el);
+    let attrs = ImgAttrs::read(el, tag);
     let hint = attrs
         .data_size
         .as_deref()
@@ -323,30 +320,30 @@ fn on_img(st: &mut DocState, el: &mut Element<'_, '_>) {
     }
     if let Some((w, h)) = size {
         if cfg.dimensions && !attrs.has_size_attr {
-            let _ = el.set_attribute("width", Decimal::new(w).as_str());
-            let _ = el.set_attribute("height", Decimal::new(h).as_str());
+            st.edits.set("width", Decimal::new(w).as_str());
+            st.edits.set("height", Decimal::new(h).as_str());
         }
         if let (true, None, Some(src)) = (src_rewritten, &attrs.srcsets[0], &attrs.urls[0]) {
             if let Some(srcset) = generated_srcset(st, &ctx, src, options, w) {
-                let _ = el.set_attribute("srcset", &srcset);
+                st.edits.set("srcset", &srcset);
             }
         }
     }
     if first {
         if cfg.fetchpriority && !attrs.has_fetchpriority {
-            let _ = el.set_attribute("fetchpriority", "high");
+            st.edits.set("fetchpriority", "high");
         }
     } else if cfg.lazy {
         if !attrs.has_loading {
-            let _ = el.set_attribute("loading", "lazy");
+            st.edits.set("loading", "lazy");
         }
         if !attrs.has_decoding {
-            let _ = el.set_attribute("decoding", "async");
+            st.edits.set("decoding", "async");
         }
     }
     if let Some(original) = canonical.filter(|_| cfg.canonical_attr && !attrs.has_canonical) {
-        // The raw value is already escaped for an attribute; lol_html only escapes quotes.
-        let _ = el.set_attribute("data-canonical-src", original);
+        // The raw value is already escaped for an attribute; only quotes get escaped again.
+        st.edits.set("data-canonical-src", original);
     }
 }
 
@@ -410,10 +407,10 @@ impl Decimal {
     }
 }
 
-fn on_source(st: &mut DocState, el: &mut Element<'_, '_>) {
+fn on_source(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let options = st.ctx.unsized_options();
     for attr in SRCSET_ATTRS {
-        if let Some(raw) = el.get_attribute(attr) {
+        if let Some(raw) = tag.get(el, attr) {
             srcset_attr(st, el, attr, &raw, options, None);
         }
     }
@@ -440,8 +437,8 @@ fn url_path(url: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or(path)
 }
 
-fn on_a(st: &mut DocState, el: &mut Element<'_, '_>) {
-    let Some(raw) = el.get_attribute("href") else {
+fn on_a(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
+    let Some(raw) = tag.get(el, "href") else {
         return;
     };
     // Only links to images are image references; other links are not judged or reported.
@@ -461,28 +458,26 @@ fn has_token(value: &str, token: &str) -> bool {
         .any(|t| t.eq_ignore_ascii_case(token))
 }
 
-fn on_link(st: &mut DocState, el: &mut Element<'_, '_>) {
-    let preload_image = el
-        .get_attribute("rel")
-        .is_some_and(|r| has_token(&r, "preload"))
-        && el
-            .get_attribute("as")
+fn on_link(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
+    let preload_image = tag.get(el, "rel").is_some_and(|r| has_token(&r, "preload"))
+        && tag
+            .get(el, "as")
             .is_some_and(|a| a.trim().eq_ignore_ascii_case("image"));
     if !preload_image {
         return;
     }
     let options = st.ctx.unsized_options();
-    if let Some(raw) = el.get_attribute("href") {
+    if let Some(raw) = tag.get(el, "href") {
         url_attr(st, el, "href", &raw, options, None, false);
     }
-    if let Some(raw) = el.get_attribute("imagesrcset") {
+    if let Some(raw) = tag.get(el, "imagesrcset") {
         srcset_attr(st, el, "imagesrcset", &raw, options, None);
     }
 }
 
-fn on_meta(st: &mut DocState, el: &mut Element<'_, '_>) {
+fn on_meta(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let is = |attr: &str, names: &[&str]| {
-        el.get_attribute(attr)
+        tag.get(el, attr)
             .is_some_and(|v| names.iter().any(|n| v.trim().eq_ignore_ascii_case(n)))
     };
     let image = is(
@@ -490,7 +485,7 @@ fn on_meta(st: &mut DocState, el: &mut Element<'_, '_>) {
         &["og:image", "og:image:url", "og:image:secure_url"],
     ) || is("name", &["twitter:image", "twitter:image:src"])
         || is("itemprop", &["image"]);
-    if let Some(raw) = el.get_attribute("content").filter(|_| image) {
+    if let Some(raw) = tag.get(el, "content").filter(|_| image) {
         let options = st.ctx.unsized_options();
         url_attr(st, el, "content", &raw, options, None, true);
     }
@@ -499,8 +494,8 @@ fn on_meta(st: &mut DocState, el: &mut Element<'_, '_>) {
 /// Quote spellings a `url(…)` may use inside a raw attribute value.
 const CSS_QUOTES: [&str; 6] = ["&quot;", "&#34;", "&#39;", "&apos;", "\"", "'"];
 
-fn on_style(st: &mut DocState, el: &mut Element<'_, '_>) {
-    let Some(raw) = el.get_attribute("style") else {
+fn on_style(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
+    let Some(raw) = tag.get(el, "style") else {
         return;
     };
     let lower = raw.to_ascii_lowercase();
@@ -539,6 +534,6 @@ fn on_style(st: &mut DocState, el: &mut Element<'_, '_>) {
     }
     if last > 0 {
         out.push_str(&raw[last..]);
-        let _ = el.set_attribute("style", &out);
+        st.edits.set("style", &out);
     }
 }

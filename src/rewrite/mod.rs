@@ -13,6 +13,7 @@ pub mod front_matter;
 pub mod hints;
 pub mod html;
 pub mod report;
+pub mod tag;
 pub mod wrappers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ pub use context::{Decision, RewriteContext};
 pub use report::{Action, Counts, HintReport, RefReport};
 
 use html::DocState;
+use tag::InputWindow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
@@ -151,10 +153,14 @@ pub struct Rewriter<S: FnMut(&[u8])> {
     sink: S,
     stage: Stage,
     state: Arc<Mutex<DocState>>,
+    /// The input lol_html is working on, for the handlers.
+    window: Arc<Mutex<InputWindow>>,
     /// What lol_html has handed over and the caller's sink has not seen yet.
     pending: Arc<Mutex<Vec<u8>>>,
     passthrough: Option<Passthrough>,
     encoding: &'static Encoding,
+    /// Whether handlers may read tags from the window (off only to test the other path).
+    use_window: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,9 +183,11 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             sink,
             stage: Stage::Sniffing(Vec::new()),
             state,
+            window: Arc::default(),
             pending: Arc::default(),
             passthrough: None,
             encoding: encoding_rs::UTF_8,
+            use_window: true,
         }
     }
 
@@ -206,7 +214,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
                 self.front_matter(false);
             }
             Stage::Html(lol) => {
-                let result = lol.write(chunk);
+                let result = write_lol(lol, &self.window, chunk);
                 self.after_lol(result);
             }
             Stage::Passthrough => (self.sink)(chunk),
@@ -270,8 +278,12 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         first: &[u8],
     ) {
         let write_through = Arc::new(AtomicBool::new(false));
+        if self.use_window && encoding == AsciiCompatibleEncoding::utf_8() {
+            lock(&self.window).enable();
+        }
         let settings = html::settings(
             self.state.clone(),
+            self.window.clone(),
             encoding,
             adjust_on_meta,
             self.max_memory(),
@@ -286,7 +298,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         let result = if first.is_empty() {
             Ok(())
         } else {
-            lol.write(first)
+            write_lol(&mut lol, &self.window, first)
         };
         self.stage = Stage::Html(lol);
         self.after_lol(result);
@@ -340,6 +352,18 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             self.stage = Stage::Passthrough;
         }
     }
+}
+
+/// Writes a chunk to lol_html, keeping the window in step.
+fn write_lol(
+    lol: &mut Lol,
+    window: &Mutex<InputWindow>,
+    chunk: &[u8],
+) -> Result<(), lol_html::errors::RewritingError> {
+    lock(window).push(chunk);
+    let result = lol.write(chunk);
+    lock(window).settle();
+    result
 }
 
 /// Rewrites a whole in-memory document (tests, small inputs).
@@ -397,6 +421,65 @@ mod tests {
         assert_eq!(
             summary.passthrough,
             Some(Passthrough::FrontMatterTooLarge(16))
+        );
+    }
+
+    fn both_paths(input: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let run = |use_window: bool| {
+            let mut out = Vec::new();
+            let mut rw = Rewriter::new(ctx(1024), DocKind::Auto, None, |b: &[u8]| {
+                out.extend_from_slice(b)
+            });
+            rw.use_window = use_window;
+            rw.write(input).unwrap();
+            rw.end().unwrap();
+            out
+        };
+        (run(true), run(false))
+    }
+
+    /// Tags read from the window and edited in one replacement come out exactly as
+    /// lol_html's own `set_attribute` path writes them.
+    #[test]
+    fn window_path_matches_lol_html_path() {
+        let w = WRAPPED;
+        let tricky = format!(
+            "<p>x</p><IMG SRC='{w}' ALT='say \"hi\"' data-size=\"640,422\">\n\
+             <img src={w} width=10 hidden data-x= >\n\
+             <img\n  class=\"a\"\tsrc=\"{w}\"  data-size=\"1280, 960\"\n/>\n\
+             <img/src=\"{w}\" data-size=\"40,30\">\n\
+             <img src=\"{w}\" src=\"other\" SrcSet=\"{w} 2x\" data-canonical-src=\"\" loading=eager>\n\
+             <img style=\"background:url('{w}')\" data-src=\"{w}\" data-srcset=\"{w} 320w, /local.jpg 640w\">\n\
+             <div style='background-image: url(&quot;{w}&quot;)'>t</div>\n\
+             <a href=\"{w}\" title=\"a<b\">link</a>\n\
+             <link rel=\"preload\" as=\"image\" href=\"{w}\" imagesrcset=\"{w} 1x\">\n\
+             <meta property=\"og:image\" content=\"{w}\">\n\
+             <picture><source srcset=\"{w} 1x, {w} 2x\" type=\"image/webp\"></picture>\n\
+             <img alt=\"&quot;&amp;é\" src=\"{w}?a=1&amp;b=2\">"
+        );
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/articles");
+        let mut docs = vec![tricky.into_bytes()];
+        for sub in ["posts", "pages"] {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                docs.push(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+        }
+        for doc in &docs {
+            let (window, lol) = both_paths(doc);
+            assert_eq!(
+                String::from_utf8_lossy(&window),
+                String::from_utf8_lossy(&lol)
+            );
+            assert_eq!(window, lol);
+        }
+        let (out, _) = both_paths(docs[0].as_slice());
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains(&format!(" src=\"{w}")), "{out}");
+        assert!(out.contains("<IMG SRC=\"/img/"), "{out}");
+        assert!(out.contains("ALT='say \"hi\"'"), "{out}");
+        assert!(
+            out.contains("data-canonical-src=\"\" loading=eager"),
+            "{out}"
         );
     }
 
