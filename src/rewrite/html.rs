@@ -324,9 +324,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
             st.edits.set("height", Decimal::new(h).as_str());
         }
         if let (true, None, Some(src)) = (src_rewritten, &attrs.srcsets[0], &attrs.urls[0]) {
-            if let Some(srcset) = generated_srcset(st, &ctx, src, options, w) {
-                st.edits.set("srcset", &srcset);
-            }
+            generated_srcset(st, &ctx, src, options, w);
         }
     }
     if first {
@@ -347,37 +345,36 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     }
 }
 
-/// The `srcset` generated for a rewritten `src` whose target width is `w`: the configured
-/// widths below it, then the target itself with the image's own `options`. The source is
-/// judged once and only signed per width.
-fn generated_srcset(
-    st: &mut DocState,
-    ctx: &RewriteContext,
-    src: &str,
-    options: Options,
-    w: u32,
-) -> Option<String> {
+/// Sets the `srcset` generated for a rewritten `src` whose target width is `w`: the
+/// configured widths below it, then the target itself with the image's own `options`. The
+/// source is judged once and only signed per width.
+fn generated_srcset(st: &mut DocState, ctx: &RewriteContext, src: &str, options: Options, w: u32) {
     let cfg = ctx.config();
     // A single width needs no srcset.
-    srcset_widths(&cfg.srcset_widths, w).nth(1)?;
-    let (url, upstream) = st.memo.upstream(ctx, src, Markup::Html)?;
-    let mut srcset = String::with_capacity(4 * (upstream.len() + 96));
-    for cw in srcset_widths(&cfg.srcset_widths, w) {
-        let opts = if cw == w {
-            options
-        } else {
-            Options::sized(cw, 0)
-        };
-        let proxied = st.memo.sign(ctx, &url, &upstream, opts);
-        if !srcset.is_empty() {
-            srcset.push_str(", ");
-        }
-        srcset.push_str(&proxied);
-        srcset.push(' ');
-        srcset.push_str(Decimal::new(cw).as_str());
-        srcset.push('w');
+    if srcset_widths(&cfg.srcset_widths, w).nth(1).is_none() {
+        return;
     }
-    Some(srcset)
+    let Some((url, upstream)) = st.memo.upstream(ctx, src, Markup::Html) else {
+        return;
+    };
+    let DocState { memo, edits, .. } = st;
+    edits.set_with("srcset", |srcset| {
+        for (i, cw) in srcset_widths(&cfg.srcset_widths, w).enumerate() {
+            let opts = if cw == w {
+                options
+            } else {
+                Options::sized(cw, 0)
+            };
+            let proxied = memo.sign(ctx, &url, &upstream, opts);
+            if i > 0 {
+                srcset.push_str(", ");
+            }
+            srcset.push_str(&proxied);
+            srcset.push(' ');
+            srcset.push_str(Decimal::new(cw).as_str());
+            srcset.push('w');
+        }
+    });
 }
 
 /// A `u32` in decimal without a heap allocation.

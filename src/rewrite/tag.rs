@@ -94,7 +94,7 @@ impl<'w> Tag<'w> {
         let range = el.source_location().bytes();
         let raw = window
             .get(range.clone())
-            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|b| simdutf8::basic::from_utf8(b).ok())
             .map(|text| RawTag {
                 text,
                 offset: range.start,
@@ -143,6 +143,7 @@ impl<'w> Tag<'w> {
 /// name set twice the last value wins. Every handler of one element adds to the same edits.
 #[derive(Debug, Default)]
 pub struct Edits {
+    /// One entry per name, in the order first set.
     list: Vec<(&'static str, Range<usize>)>,
     values: String,
     /// The element the edits belong to (its stream offset).
@@ -166,9 +167,18 @@ impl Edits {
 
     /// `name` must be ASCII lowercase.
     pub fn set(&mut self, name: &'static str, value: &str) {
+        self.set_with(name, |buf| buf.push_str(value));
+    }
+
+    /// Sets `name` to what `write` appends to the buffer it is given.
+    pub fn set_with(&mut self, name: &'static str, write: impl FnOnce(&mut String)) {
         let from = self.values.len();
-        self.values.push_str(value);
-        self.list.push((name, from..self.values.len()));
+        write(&mut self.values);
+        let range = from..self.values.len();
+        match self.list.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => *old = range,
+            None => self.list.push((name, range)),
+        }
     }
 
     /// Puts the edits into the output: one replacement of the raw tag when `tag` has its
@@ -191,16 +201,9 @@ impl Edits {
         self.applied = self.list.len();
     }
 
-    /// The last value set for `name`; `mask` gets the bits of every edit of that name.
-    fn take(&self, name: &str, mask: &mut u64) -> Option<&str> {
-        let mut value = None;
-        for (i, (n, range)) in self.list.iter().enumerate() {
-            if n.eq_ignore_ascii_case(name) {
-                *mask |= 1 << i;
-                value = Some(&self.values[range.clone()]);
-            }
-        }
-        value
+    /// The edit for an attribute written `name`, if any.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.list.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// Writes the edited tag into `out` as lol_html serialises an edited start tag: the
@@ -211,6 +214,8 @@ impl Edits {
         if self.list.len() > 64 {
             return None;
         }
+        let list = &self.list;
+        let values = &self.values;
         let text = raw.text;
         let bytes = text.as_bytes();
         let name_end = 1 + bytes
@@ -229,12 +234,11 @@ impl Edits {
             };
             out.push(' ');
             let name_text = &text[name.clone()];
-            let mut mask = 0;
-            match self.take(name_text, &mut mask) {
-                Some(value) if done & mask == 0 => {
-                    done |= mask;
+            match self.find(name_text) {
+                Some(i) if done & (1 << i) == 0 => {
+                    done |= 1 << i;
                     out.push_str(name_text);
-                    push_quoted(&mut out, value);
+                    push_quoted(&mut out, &values[list[i].1.clone()]);
                 }
                 _ => {
                     let end = match attr.value_source_location().map(|l| raw.range(l)) {
@@ -258,19 +262,11 @@ impl Edits {
                 }
             }
         }
-        for (i, (name, _)) in self.list.iter().enumerate() {
-            if !ok {
-                break;
-            }
-            if done & (1 << i) != 0 {
-                continue;
-            }
-            let mut mask = 0;
-            if let Some(value) = self.take(name, &mut mask) {
-                done |= mask;
+        for (i, (name, range)) in list.iter().enumerate() {
+            if ok && done & (1 << i) == 0 {
                 out.push(' ');
                 out.push_str(name);
-                push_quoted(&mut out, value);
+                push_quoted(&mut out, &values[range.clone()]);
             }
         }
         out.push_str(if el.is_self_closing() { " />" } else { ">" });
@@ -283,7 +279,7 @@ impl Edits {
 fn push_quoted(out: &mut String, value: &str) {
     out.push_str("=\"");
     let mut rest = value;
-    while let Some(at) = rest.find('"') {
+    while let Some(at) = memchr::memchr(b'"', rest.as_bytes()) {
         out.push_str(&rest[..at]);
         out.push_str("&quot;");
         rest = &rest[at + 1..];
