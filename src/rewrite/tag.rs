@@ -203,7 +203,9 @@ impl Edits {
 
     /// The edit for an attribute written `name`, if any.
     fn find(&self, name: &str) -> Option<usize> {
-        self.list.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.list
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// Writes the edited tag into `out` as lol_html serialises an edited start tag: the
