@@ -155,6 +155,23 @@ pub fn settings(
         ("meta[content]", on_meta),
         ("[style]", on_style),
     ];
+    if adjust_charset_on_meta {
+        // lol_html may switch to the encoding a `<meta>` names; raw bytes are then no longer
+        // UTF-8 text, so the window stops at any tag that could declare one.
+        if let Ok(selector) = "meta".parse::<Selector>() {
+            let window = window.clone();
+            let element = move |el: &mut Element<'_, '_>| -> HandlerResult {
+                if el.has_attribute("charset") || el.has_attribute("http-equiv") {
+                    lock(&window).disable();
+                }
+                Ok(())
+            };
+            settings = settings.append_element_content_handler((
+                Cow::Owned(selector),
+                ElementContentHandlers::default().element(element),
+            ));
+        }
+    }
     for (selector, handler) in handlers {
         let Ok(selector) = selector.parse::<Selector>() else {
             continue;

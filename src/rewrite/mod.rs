@@ -457,8 +457,14 @@ mod tests {
              <picture><source srcset=\"{w} 1x, {w} 2x\" type=\"image/webp\"></picture>\n\
              <img alt=\"&quot;&amp;é\" src=\"{w}?a=1&amp;b=2\">"
         );
+        // No charset in the first 1024 bytes, then GBK declared: the GBK bytes C3 A9 read as
+        // UTF-8 "é" and must not be re-encoded.
+        let late_gbk = format!(
+            "<p>{}</p><meta charset=\"gbk\"><img alt=\"\u{e9}\" src=\"{w}\" data-size=\"8,8\">",
+            "x".repeat(1100)
+        );
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/articles");
-        let mut docs = vec![tricky.into_bytes()];
+        let mut docs = vec![tricky.into_bytes(), late_gbk.into_bytes()];
         for sub in ["posts", "pages"] {
             for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
                 docs.push(std::fs::read(entry.unwrap().path()).unwrap());

@@ -35,6 +35,12 @@ impl InputWindow {
         self.enabled = true;
     }
 
+    /// For good: the document may be switching encodings (a late `<meta charset>`).
+    pub fn disable(&mut self) {
+        self.enabled = false;
+        self.bytes = Vec::new();
+    }
+
     /// Records a chunk about to be written to lol_html.
     pub fn push(&mut self, chunk: &[u8]) {
         if self.enabled {
@@ -234,8 +240,11 @@ impl Edits {
                 ok = false;
                 break;
             };
+            let Some(name_text) = text.get(name.clone()) else {
+                ok = false;
+                break;
+            };
             out.push(' ');
-            let name_text = &text[name.clone()];
             match self.find(name_text) {
                 Some(i) if done & (1 << i) == 0 => {
                     done |= 1 << i;
@@ -260,7 +269,11 @@ impl Edits {
                         }
                         None => name.end,
                     };
-                    out.push_str(&text[name.start..end]);
+                    let Some(attr_text) = text.get(name.start..end) else {
+                        ok = false;
+                        break;
+                    };
+                    out.push_str(attr_text);
                 }
             }
         }
