@@ -489,6 +489,87 @@ mod tests {
         );
     }
 
+    fn attribute() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let names = prop::sample::select(vec![
+            "src",
+            "SRC",
+            "data-src",
+            "srcset",
+            "data-srcset",
+            "data-size",
+            "width",
+            "Height",
+            "alt",
+            "style",
+            "href",
+            "rel",
+            "as",
+            "content",
+            "property",
+            "class",
+            "loading",
+            "data-canonical-src",
+        ]);
+        let values = prop::sample::select(vec![
+            WRAPPED.to_string(),
+            format!("{WRAPPED} 320w, /a.jpg 640w"),
+            format!("background:url({WRAPPED})"),
+            format!("{WRAPPED}?a=1&amp;b=\"2\""),
+            "640,422".into(),
+            "it's".into(),
+            "a<b".into(),
+            String::new(),
+            "preload".into(),
+            "image".into(),
+            "og:image".into(),
+        ]);
+        let gaps = prop::sample::select(vec![" ", "  ", "\n", "\t"]);
+        (names, values, 0..4u8, gaps).prop_map(|(name, value, quoting, gap)| {
+            let quote = match quoting {
+                0 if !value.contains('"') => "\"",
+                1 if !value.contains('\'') => "'",
+                2 if !value.is_empty() && !value.contains(|c: char| " \t\n\"'=<>`".contains(c)) => {
+                    ""
+                }
+                3 => return format!("{gap}{name}"),
+                _ if value.contains('"') => "'",
+                _ => "\"",
+            };
+            format!("{gap}{name}={quote}{value}{quote}")
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Random tags (names, quoting, spacing, duplicates, self-closing) come out the same
+        /// through the window as through lol_html's own attribute edits.
+        #[test]
+        fn window_path_matches_lol_html_path_on_random_tags(
+            tags in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["img", "IMG", "a", "div", "source", "link", "meta", "p"]),
+                    proptest::collection::vec(attribute(), 0..7),
+                    proptest::bool::ANY,
+                ),
+                1..12,
+            )
+        ) {
+            let mut doc = String::from("<!doctype html><meta charset=utf-8><body>");
+            for (name, attrs, self_closing) in &tags {
+                doc.push('<');
+                doc.push_str(name);
+                for attr in attrs {
+                    doc.push_str(attr);
+                }
+                doc.push_str(if *self_closing { "/>" } else { ">" });
+                doc.push_str("text\n");
+            }
+            let (window, lol) = both_paths(doc.as_bytes());
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&window), String::from_utf8_lossy(&lol));
+        }
+    }
+
     #[test]
     fn empty_input_gives_empty_output() {
         let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, b"").unwrap();
