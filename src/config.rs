@@ -162,6 +162,10 @@ pub struct UpstreamConfig {
     pub timeout_ms: u64,
     pub max_bytes: u64,
     pub max_redirects: u32,
+    /// Fetches in flight at once: with `max_bytes` this bounds the memory upstream bodies take.
+    pub max_fetches: usize,
+    /// Fetches waiting for a place; beyond it requests get 503 at once.
+    pub fetch_queue: usize,
     pub user_agent: String,
     /// Hosts that refuse hot-linking without a Referer: "host" = "referer value".
     pub referer: BTreeMap<String, String>,
@@ -177,6 +181,8 @@ impl Default for UpstreamConfig {
             timeout_ms: 10000,
             max_bytes: 20 * 1024 * 1024,
             max_redirects: 5,
+            max_fetches: 32,
+            fetch_queue: 512,
             user_agent: "imgrelay".into(),
             referer: BTreeMap::new(),
         }
@@ -487,8 +493,14 @@ impl Config {
         if !(1..=100).contains(&self.image.quality) {
             return Err(invalid("image.quality", "must be 1..=100"));
         }
-        if self.image.queue == 0 {
-            return Err(invalid("image.queue", "must be at least 1"));
+        for (key, value) in [
+            ("image.queue", self.image.queue),
+            ("upstream.max_fetches", self.upstream.max_fetches),
+            ("upstream.fetch_queue", self.upstream.fetch_queue),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.cache.max_entry_bytes == 0 {
             return Err(invalid("cache.max_entry_bytes", "must be greater than 0"));

@@ -444,6 +444,53 @@ async fn full_queue_answers_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_beyond_the_gate_and_its_queue_answer_503() {
+    let origin = Origin::start().await;
+    let server = std::sync::Arc::new(Server::start(
+        &origin,
+        &[
+            ("UPSTREAM__MAX_FETCHES", "1"),
+            ("UPSTREAM__FETCH_QUEUE", "1"),
+        ],
+    ));
+    let spawn = |name: &str| {
+        let (server, path) = (server.clone(), server.path(&upstream(name), "64x0"));
+        tokio::spawn(async move { server.get(&path).await })
+    };
+    let until = |metric: &'static str| {
+        let server = server.clone();
+        async move {
+            for _ in 0..500 {
+                if server.metric(metric).await == 1 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("{metric} never reached 1");
+        }
+    };
+    let fetching = spawn("slow/2/photo-640x422.jpg");
+    until("imgrelay_fetches_running").await;
+    let waiting = spawn("slow/1/photo-640x480.jpg");
+    until("imgrelay_fetch_queue_depth").await;
+    let refused = server
+        .get(&server.path(&upstream("gray-640x480.jpg"), "64x0"))
+        .await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.header("retry-after"), "1");
+    assert_eq!(refused.header("cache-control"), "no-store");
+    assert_eq!(origin.hits("/gray-640x480.jpg"), 0);
+    assert_eq!(fetching.await.unwrap().status, StatusCode::OK);
+    assert_eq!(waiting.await.unwrap().status, StatusCode::OK);
+    // Busy is not remembered: the refused source is fetched once there is room.
+    let again = server
+        .get(&server.path(&upstream("gray-640x480.jpg"), "64x0"))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(origin.hits("/gray-640x480.jpg"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let origin = Origin::start().await;
     let server = Server::start(&origin, &[]);

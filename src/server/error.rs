@@ -4,11 +4,12 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::{full, Body};
+use super::pool::PoolError;
 use crate::cache::Remember;
 use crate::fetch::FetchError;
 use crate::urls::UrlError;
 
-/// Seconds a client is asked to wait when the transform queue is full.
+/// Seconds a client is asked to wait when the transform or fetch queue is full.
 pub const RETRY_AFTER_S: u64 = 1;
 
 /// Whose fault an error is (for logs and metrics).
@@ -53,6 +54,15 @@ pub enum RouteError {
     OriginUnreachable,
     #[error("origin timed out")]
     OriginTimeout,
+}
+
+impl From<PoolError> for RouteError {
+    fn from(e: PoolError) -> RouteError {
+        match e {
+            PoolError::Full => RouteError::Busy,
+            PoolError::Failed(m) => RouteError::Internal(m),
+        }
+    }
 }
 
 impl RouteError {

@@ -12,8 +12,8 @@ use url::Url;
 
 use super::body::{empty, full, Body};
 use super::error::RouteError;
-use super::metrics::{CacheView, Metrics};
-use super::pool::{PoolError, WorkPool};
+use super::metrics::{CacheView, Metrics, StageLoad};
+use super::pool::{Gate, WorkPool};
 use crate::cache::{Cache, Lookup, Weigh};
 use crate::config::{Config, ConfigError};
 use crate::fetch::Fetcher;
@@ -60,6 +60,9 @@ pub struct ImageRoute {
     sources: Cache<String, Bytes, RouteError>,
     variants: Cache<VariantKey, Arc<Variant>, RouteError>,
     pool: WorkPool,
+    fetches: Gate,
+    /// Longest wait for a place among the fetches.
+    fetch_wait: Duration,
     settings: TransformSettings,
     cache_control: HeaderValue,
     metrics: Arc<Metrics>,
@@ -97,6 +100,8 @@ impl ImageRoute {
                 negative_ttl,
             ),
             pool: WorkPool::new(config.image.workers(), config.image.queue),
+            fetches: Gate::new(config.upstream.max_fetches, config.upstream.fetch_queue),
+            fetch_wait: Duration::from_millis(config.upstream.timeout_ms),
             settings: TransformSettings {
                 preference: preference.into(),
                 quality: config.image.quality,
@@ -168,11 +173,7 @@ impl ImageRoute {
                     message: e.to_string(),
                 })
             })
-            .await
-            .map_err(|e| match e {
-                PoolError::Full => RouteError::Busy,
-                PoolError::Failed(m) => RouteError::Internal(m),
-            })??;
+            .await??;
         Ok(Arc::new(Variant {
             etag: strong_etag(&output.bytes),
             bytes: output.bytes,
@@ -185,6 +186,10 @@ impl ImageRoute {
         let (result, _) = self
             .sources
             .get_or_compute(url.to_string(), || async {
+                // Bounds the memory upstream bodies take: max_fetches × upstream.max_bytes.
+                let _place = tokio::time::timeout(self.fetch_wait, self.fetches.enter())
+                    .await
+                    .map_err(|_| RouteError::Busy)??;
                 self.metrics
                     .upstream_fetches
                     .fetch_add(1, Ordering::Relaxed);
@@ -259,8 +264,18 @@ impl ImageRoute {
         ]
     }
 
-    pub fn pool(&self) -> &WorkPool {
-        &self.pool
+    /// How full the transform pool and the fetch gate are.
+    pub fn load(&self) -> (StageLoad, StageLoad) {
+        (
+            StageLoad {
+                queued: self.pool.queued(),
+                running: self.pool.running(),
+            },
+            StageLoad {
+                queued: self.fetches.queued(),
+                running: self.fetches.running(),
+            },
+        )
     }
 }
 

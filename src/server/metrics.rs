@@ -45,6 +45,13 @@ pub struct Metrics {
     pub transforms: AtomicU64,
 }
 
+/// How full one bounded stage (transforms, fetches) is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageLoad {
+    pub queued: usize,
+    pub running: usize,
+}
+
 /// A cache's counters under a label.
 pub struct CacheView<'a> {
     pub name: &'static str,
@@ -83,7 +90,12 @@ impl Metrics {
         bump(&self.rewriter_bailouts, reason);
     }
 
-    pub fn render(&self, caches: &[CacheView<'_>], queued: usize, running: usize) -> String {
+    pub fn render(
+        &self,
+        caches: &[CacheView<'_>],
+        transforms: StageLoad,
+        fetches: StageLoad,
+    ) -> String {
         let mut out = String::new();
         let requests = self
             .requests
@@ -139,8 +151,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# TYPE imgrelay_queue_depth gauge\nimgrelay_queue_depth {queued}\n\
-             # TYPE imgrelay_transforms_running gauge\nimgrelay_transforms_running {running}"
+            "# TYPE imgrelay_queue_depth gauge\nimgrelay_queue_depth {}\n\
+             # TYPE imgrelay_transforms_running gauge\nimgrelay_transforms_running {}\n\
+             # TYPE imgrelay_fetch_queue_depth gauge\nimgrelay_fetch_queue_depth {}\n\
+             # TYPE imgrelay_fetches_running gauge\nimgrelay_fetches_running {}",
+            transforms.queued, transforms.running, fetches.queued, fetches.running
         );
         for (metric, kind, get) in [
             (
@@ -221,7 +236,7 @@ mod tests {
         m.latency("page", Duration::from_millis(3));
         m.latency("page", Duration::from_millis(30));
         m.latency("page", Duration::from_secs(60));
-        let text = m.render(&[], 0, 0);
+        let text = m.render(&[], StageLoad::default(), StageLoad::default());
         let line = |s: &str| text.lines().any(|l| l == s);
         let name = "imgrelay_request_duration_seconds";
         assert!(

@@ -130,11 +130,10 @@ impl AppState {
             },
             Route::Health => text(req.method(), "ok\n"),
             Route::Metrics => {
-                let body = self.metrics.render(
-                    &self.image.caches(),
-                    self.image.pool().queued(),
-                    self.image.pool().running(),
-                );
+                let (transforms, fetches) = self.image.load();
+                let body = self
+                    .metrics
+                    .render(&self.image.caches(), transforms, fetches);
                 text(req.method(), body)
             }
             Route::Rewrite => rewrite_route::respond(req, &self.rewrite, &self.metrics),

@@ -1,9 +1,10 @@
-//! CPU work off the async reactor: a fixed number of workers behind a bounded queue.
+//! Bounded concurrency: a gate that lets a fixed number in at once and a bounded number wait,
+//! refusing the rest at once, and the transform pool built on it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -13,12 +14,12 @@ pub enum PoolError {
     Failed(String),
 }
 
-/// At most `workers` jobs run at once on blocking threads; at most `queue` more wait.
-pub struct WorkPool {
+/// At most `size` holders at once; at most `queue` more wait for a place.
+pub struct Gate {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     queue: usize,
-    workers: usize,
+    size: usize,
 }
 
 /// Decrements the waiting count however the wait ends (granted or cancelled).
@@ -30,25 +31,71 @@ impl Drop for Waiting<'_> {
     }
 }
 
-impl WorkPool {
-    pub fn new(workers: usize, queue: usize) -> WorkPool {
-        let workers = workers.max(1);
-        WorkPool {
-            permits: Arc::new(Semaphore::new(workers)),
+impl Gate {
+    pub fn new(size: usize, queue: usize) -> Gate {
+        let size = size.max(1);
+        Gate {
+            permits: Arc::new(Semaphore::new(size)),
             waiting: AtomicUsize::new(0),
             queue,
-            workers,
+            size,
+        }
+    }
+
+    /// Waiting now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Inside now.
+    pub fn running(&self) -> usize {
+        self.size - self.permits.available_permits()
+    }
+
+    /// A place, held until the permit is dropped; [`PoolError::Full`] at once when the
+    /// queue is full.
+    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let admitted = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.queue).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return Err(PoolError::Full);
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| PoolError::Failed(e.to_string()))
+    }
+}
+
+/// At most `workers` jobs run at once on blocking threads; at most `queue` more wait.
+pub struct WorkPool {
+    gate: Gate,
+}
+
+impl WorkPool {
+    pub fn new(workers: usize, queue: usize) -> WorkPool {
+        WorkPool {
+            gate: Gate::new(workers, queue),
         }
     }
 
     /// Jobs waiting for a worker now.
     pub fn queued(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        self.gate.queued()
     }
 
     /// Jobs running now.
     pub fn running(&self) -> usize {
-        self.workers - self.permits.available_permits()
+        self.gate.running()
     }
 
     /// Runs `job` on a worker, or fails at once with [`PoolError::Full`] when the queue is full.
@@ -57,26 +104,7 @@ impl WorkPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let admitted = self
-                    .waiting
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < self.queue).then_some(n + 1)
-                    })
-                    .is_ok();
-                if !admitted {
-                    return Err(PoolError::Full);
-                }
-                let _waiting = Waiting(&self.waiting);
-                self.permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| PoolError::Failed(e.to_string()))?
-            }
-        };
+        let permit = self.gate.enter().await?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             job()
