@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub public_base_url: String,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_s: u64,
+    /// Seconds a client may pause while sending a request body before the request is dropped.
+    pub client_idle_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             public_prefix: "/img".into(),
             public_base_url: String::new(),
             shutdown_grace_s: 30,
+            client_idle_timeout_s: 30,
         }
     }
 }
@@ -458,6 +461,10 @@ impl Config {
             ("image.max_output_pixels", self.image.max_output_pixels),
             ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
             ("origin.timeout_ms", self.origin.timeout_ms),
+            (
+                "server.client_idle_timeout_s",
+                self.server.client_idle_timeout_s,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));

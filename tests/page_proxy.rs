@@ -478,3 +478,32 @@ async fn a_rewriter_bail_out_passes_the_rest_through_and_is_counted() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pausing_its_rewrite_body_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_origin, _blog, server) = start(&[("SERVER__CLIENT_IDLE_TIMEOUT_S", "1")]).await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let chunk = "<p>start</p>";
+    let head = format!(
+        "POST /_imgrelay/rewrite HTTP/1.1\r\nHost: blog\r\nContent-Type: text/html\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+        chunk.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // The body never ends: the server must give up on it and close the connection.
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply))
+        .await
+        .expect("connection closed within 10 s")
+        .ok();
+    let elapsed = started.elapsed();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(!reply.ends_with("0\r\n\r\n"), "looks complete: {reply}");
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    let metric = "imgrelay_rewrite_body_errors_total{kind=\"body_timeout\"}";
+    assert_eq!(server.metric(metric).await, 1);
+}

@@ -109,3 +109,35 @@ fn overflowing_the_memory_cap_passes_the_rest_through_unchanged() {
         assert_eq!(cli_support::proxied(head).len(), 3, "{sizes:?}");
     }
 }
+
+/// What a chunk of input produced leaves with that chunk: only an unfinished tag at its end
+/// can stay behind.
+#[test]
+fn each_write_hands_over_its_output_at_once() {
+    let ctx = context(1024);
+    let out = std::cell::RefCell::new(Vec::new());
+    let mut rw = Rewriter::new(ctx, DocKind::Html, None, |b: &[u8]| {
+        out.borrow_mut().extend_from_slice(b)
+    });
+    let img = "<img src=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg\">";
+    let mut head = String::from("<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>");
+    for i in 0..100 {
+        head.push_str(&format!("<p>paragraph {i}</p>\n"));
+    }
+    head.push_str(img);
+    rw.write(head.as_bytes()).unwrap();
+    rw.write(b"<p>unfinished").unwrap();
+    {
+        let out = out.borrow();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("paragraph 99"), "{text}");
+        assert!(
+            text.contains(&format!("<img src=\"{}/", cli_support::PREFIX)),
+            "{text}"
+        );
+        assert!(text.len() > head.len());
+    }
+    rw.write(b" paragraph</p>").unwrap();
+    rw.end().unwrap();
+    assert!(String::from_utf8_lossy(&out.borrow()).ends_with("<p>unfinished paragraph</p>"));
+}

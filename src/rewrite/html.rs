@@ -5,11 +5,8 @@
 //! before they are judged, and untouched parts of a value are written back raw.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lol_html::errors::RewritingError;
-use lol_html::html_content::BailOut;
 use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
 
@@ -124,15 +121,12 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
 }
 
 /// lol_html settings wired to `state`; `window` holds the input lol_html is working on.
-/// `bail_out` is raised before lol_html flushes its buffered input on a bail-out, so the
-/// output sink hands everything over at once.
 pub fn settings(
     state: Arc<Mutex<DocState>>,
     window: Arc<Mutex<InputWindow>>,
     encoding: AsciiCompatibleEncoding,
     adjust_charset_on_meta: bool,
     max_memory: usize,
-    bail_out: Arc<AtomicBool>,
 ) -> Settings<'static, 'static> {
     let mut settings = Settings::new_send()
         .with_encoding(encoding)
@@ -142,10 +136,7 @@ pub fn settings(
             MemorySettings::new()
                 .with_max_allowed_memory_usage(max_memory)
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
-        )
-        .append_bail_out_handler(move |_: &RewritingError, _: &mut BailOut<'_>| {
-            bail_out.store(true, Ordering::Release);
-        });
+        );
     type Handler = fn(&mut DocState, &Element<'_, '_>, &Tag<'_>);
     let handlers: [(&str, Handler); 6] = [
         ("img", on_img),

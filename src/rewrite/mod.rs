@@ -16,7 +16,6 @@ pub mod report;
 pub mod tag;
 pub mod wrappers;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
@@ -100,36 +99,18 @@ impl Summary {
     }
 }
 
-/// Bytes lol_html's output may collect before they are handed over.
-const FLUSH_AT: usize = 16 * 1024;
-
 /// lol_html writes here; the rewriter drains `shared` into the caller's sink after each call,
-/// so the caller's sink needs neither `Send` nor `'static`.
-///
-/// lol_html emits many tiny chunks per rewritten tag, so they are gathered in `local` and
-/// handed over in blocks; the final (empty) chunk and every chunk after a bail-out (which
-/// `write_through` announces before lol_html flushes its buffered input) are handed over at
-/// once, so no byte stays behind.
+/// so the caller's sink needs neither `Send` nor `'static`, and everything a chunk of input
+/// produced leaves with it (a page whose origin pauses after its `<head>` still gets its head
+/// out at once).
 struct Pending {
-    local: Vec<u8>,
     shared: Arc<Mutex<Vec<u8>>>,
-    write_through: Arc<AtomicBool>,
 }
 
 impl OutputSink for Pending {
     fn handle_chunk(&mut self, chunk: &[u8]) {
-        self.local.extend_from_slice(chunk);
-        if chunk.is_empty()
-            || self.local.len() >= FLUSH_AT
-            || self.write_through.load(Ordering::Acquire)
-        {
-            let mut shared = lock(&self.shared);
-            if shared.is_empty() {
-                std::mem::swap(&mut *shared, &mut self.local);
-            } else {
-                shared.extend_from_slice(&self.local);
-                self.local.clear();
-            }
+        if !chunk.is_empty() {
+            lock(&self.shared).extend_from_slice(chunk);
         }
     }
 }
@@ -277,7 +258,6 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         adjust_on_meta: bool,
         first: &[u8],
     ) {
-        let write_through = Arc::new(AtomicBool::new(false));
         if self.use_window && encoding == AsciiCompatibleEncoding::utf_8() {
             lock(&self.window).enable();
         }
@@ -287,12 +267,9 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             encoding,
             adjust_on_meta,
             self.max_memory(),
-            write_through.clone(),
         );
         let sink = Pending {
-            local: Vec::with_capacity(FLUSH_AT),
             shared: self.pending.clone(),
-            write_through,
         };
         let mut lol = Box::new(lol_html::send::HtmlRewriter::new(settings, sink));
         let result = if first.is_empty() {

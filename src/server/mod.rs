@@ -54,6 +54,8 @@ pub struct AppState {
     /// `None` when no origin is configured.
     page: Option<PageProxy>,
     metrics: Arc<Metrics>,
+    /// Longest pause in a request body the service reads itself.
+    client_idle: Duration,
 }
 
 /// Which route answered, for logs and metrics.
@@ -96,6 +98,7 @@ impl AppState {
             rewrite,
             page,
             metrics,
+            client_idle: Duration::from_secs(config.server.client_idle_timeout_s),
         })
     }
 
@@ -136,7 +139,9 @@ impl AppState {
                     .render(&self.image.caches(), transforms, fetches);
                 text(req.method(), body)
             }
-            Route::Rewrite => rewrite_route::respond(req, &self.rewrite, &self.metrics),
+            Route::Rewrite => {
+                rewrite_route::respond(req, &self.rewrite, &self.metrics, self.client_idle)
+            }
             Route::Page => match &self.page {
                 Some(page) => page.respond(req).await,
                 None => Err(RouteError::NotFound),

@@ -126,7 +126,7 @@ impl PageProxy {
                         kind: DocKind::Html,
                         charset,
                     }),
-                    idle: Some(self.timeout),
+                    idle: self.timeout,
                     metrics: self.metrics.clone(),
                     on_error: Metrics::page_proxy_error,
                 },

@@ -2,6 +2,7 @@
 //! streams back rewritten, whatever its size.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -18,6 +19,7 @@ pub fn respond<B>(
     req: Request<B>,
     ctx: &Arc<RewriteContext>,
     metrics: &Arc<Metrics>,
+    idle: Duration,
 ) -> Result<Response<Body>, RouteError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -50,8 +52,8 @@ where
                 kind,
                 charset,
             }),
-            // The client sends at its own pace; memory stays bounded either way.
-            idle: None,
+            // A client that stops sending would otherwise hold the request open for good.
+            idle,
             metrics: metrics.clone(),
             on_error: Metrics::rewrite_error,
         },

@@ -73,7 +73,7 @@ impl SourceError {
 pub struct Pump {
     pub rewrite: Option<RewriteJob>,
     /// Longest wait for the next source chunk.
-    pub idle: Option<Duration>,
+    pub idle: Duration,
     pub metrics: Arc<Metrics>,
     /// Counts a source failure by kind (`body`, `body_timeout`).
     pub on_error: fn(&Metrics, &'static str),
@@ -111,12 +111,9 @@ async fn run(
         })
     });
     loop {
-        let next = match pump.idle {
-            Some(limit) => tokio::time::timeout(limit, source.frame())
-                .await
-                .map_err(|_| SourceError::Idle(limit)),
-            None => Ok(source.frame().await),
-        };
+        let next = tokio::time::timeout(pump.idle, source.frame())
+            .await
+            .map_err(|_| SourceError::Idle(pump.idle));
         let frame = match next {
             Ok(None) => break,
             Ok(Some(Ok(frame))) => frame,
