@@ -153,13 +153,47 @@ async fn non_html_passes_through_byte_identical() {
         assert!(head.body.is_empty());
         assert_eq!(head.header("content-length"), original.len().to_string());
     }
-    // HTML the origin compressed anyway is passed through as it is, never rewritten half-read.
-    let encoded = server.get("/encoded").await;
+    // HTML in a coding imgrelay cannot undo is passed through as it is, never rewritten
+    // half-read.
+    let encoded = server.get("/encoded/br/page-utf8.html").await;
     assert_eq!(encoded.status, StatusCode::OK);
-    assert_eq!(encoded.header("content-encoding"), "gzip");
+    assert_eq!(encoded.header("content-encoding"), "br");
     let want = common::blog::encoded_body();
     assert_eq!(encoded.body.as_ref(), want.as_slice());
     assert_eq!(encoded.header("content-length"), want.len().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_compressed_anyway_is_decoded_and_rewritten() {
+    let (_origin, _blog, server) = start(&[]).await;
+    let plain = server.get("/pages/page-utf8.html").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(!server.proxied(&plain.body).is_empty());
+    for coding in ["gzip", "deflate"] {
+        let path = format!("/encoded/{coding}/page-utf8.html");
+        let reply = server.get(&path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.header("content-encoding"), "", "{path}");
+        assert_eq!(reply.header("content-length"), "", "{path}");
+        // The same bytes as the page served plain, rewritten.
+        assert_eq!(
+            String::from_utf8_lossy(&reply.body),
+            String::from_utf8_lossy(&plain.body),
+            "{path}"
+        );
+    }
+    // A corrupt stream aborts the response instead of ending it as if complete.
+    let response = open(
+        &server,
+        Request::get("/encoded/corrupt/page-utf8.html"),
+        b"",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let result = drain(response).await;
+    assert!(result.is_err(), "body ended cleanly: {result:?}");
+    let metric = "imgrelay_page_proxy_errors_total{kind=\"body\"}";
+    assert_eq!(server.metric(metric).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 //! returning `Result<Response<Body>, RouteError>`.
 
 pub mod body;
+pub mod decode;
 pub mod error;
 pub mod image;
 pub mod metrics;

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::body::{empty, Body, BoxError};
+use super::decode::{decoded, Coding};
 use super::error::RouteError;
 use super::metrics::Metrics;
 use super::stream::{self, Pump, RewriteJob};
@@ -108,6 +109,7 @@ impl PageProxy {
         let rewrite = rewritable(parts.status, &parts.headers);
         if rewrite.is_some() {
             // The body changes length and bytes: the origin's validators no longer describe it.
+            parts.headers.remove(header::CONTENT_ENCODING);
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::ACCEPT_RANGES);
             parts.headers.remove(HeaderName::from_static("content-md5"));
@@ -118,13 +120,17 @@ impl PageProxy {
         let body = if head_request || !status_has_body(parts.status) {
             empty()
         } else {
+            let body = match rewrite {
+                Some(r) => decoded(body, r.coding),
+                None => body.map_err(BoxError::from).boxed_unsync(),
+            };
             stream::spawn(
                 body,
                 Pump {
-                    rewrite: rewrite.map(|charset| RewriteJob {
+                    rewrite: rewrite.map(|r| RewriteJob {
                         ctx: self.ctx.clone(),
                         kind: DocKind::Html,
-                        charset,
+                        charset: r.charset,
                     }),
                     idle: self.timeout,
                     metrics: self.metrics.clone(),
@@ -237,30 +243,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `Some(charset)` when the response is an HTML document the rewriter can take: `text/html`,
-/// a full body, not compressed (the origin is asked for identity; one that compresses anyway
-/// is passed through untouched rather than cut).
-fn rewritable(
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> Option<Option<&'static encoding_rs::Encoding>> {
+/// An HTML response the rewriter can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rewritable {
+    /// From the `Content-Type` parameter.
+    charset: Option<&'static encoding_rs::Encoding>,
+    /// The origin is asked for identity; gzip or deflate sent anyway is undone first.
+    coding: Coding,
+}
+
+/// `Some` when the response is an HTML document the rewriter can take: `text/html`, a full
+/// body, in a coding that can be undone (any other passes through untouched rather than cut).
+fn rewritable(status: StatusCode, headers: &HeaderMap) -> Option<Rewritable> {
     if status == StatusCode::PARTIAL_CONTENT || !status_has_body(status) {
         return None;
     }
-    let encoded = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
-    if encoded {
-        return None;
-    }
+    let coding = Coding::of(headers)?;
     let ctype = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let mut params = ctype.split(';');
     let essence = params.next()?.trim();
     if !essence.eq_ignore_ascii_case("text/html") {
         return None;
     }
-    Some(charset_param(params))
+    Some(Rewritable {
+        charset: charset_param(params),
+        coding,
+    })
 }
 
 /// The encoding named by a `charset=` parameter, if any and known.
@@ -338,9 +346,15 @@ mod tests {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             h
         };
+        let plain = |charset| {
+            Some(Rewritable {
+                charset,
+                coding: Coding::Identity,
+            })
+        };
         let gbk = rewritable(StatusCode::OK, &html("text/html; charset=GBK"));
-        assert_eq!(gbk, Some(Some(encoding_rs::GBK)));
-        assert_eq!(rewritable(StatusCode::OK, &html("Text/HTML")), Some(None));
+        assert_eq!(gbk, plain(Some(encoding_rs::GBK)));
+        assert_eq!(rewritable(StatusCode::OK, &html("Text/HTML")), plain(None));
         assert_eq!(rewritable(StatusCode::OK, &html("text/plain")), None);
         assert_eq!(
             rewritable(StatusCode::PARTIAL_CONTENT, &html("text/html")),
@@ -350,9 +364,19 @@ mod tests {
             rewritable(StatusCode::NOT_MODIFIED, &html("text/html")),
             None
         );
-        let mut gz = html("text/html");
-        gz.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        assert_eq!(rewritable(StatusCode::OK, &gz), None);
+        for (coding, expected) in [
+            ("gzip", Some(Coding::Gzip)),
+            ("X-GZIP", Some(Coding::Gzip)),
+            ("deflate", Some(Coding::Deflate)),
+            ("identity", Some(Coding::Identity)),
+            ("br", None),
+            ("gzip, br", None),
+        ] {
+            let mut h = html("text/html");
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            let got = rewritable(StatusCode::OK, &h).map(|r| r.coding);
+            assert_eq!(got, expected, "{coding}");
+        }
         assert_eq!(
             weak_etag(&HeaderValue::from_static("\"a\"")).unwrap(),
             "W/\"a\""

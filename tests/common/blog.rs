@@ -6,7 +6,8 @@
 //! `/moved` (301), `/hop` (hop-by-hop response headers), `/echo` (records the request headers
 //! and answers the body's length and SHA-256), `/slow-headers` (headers after 5 s),
 //! `/trickle` (1 MB of HTML in 1 KB pieces 50 ms apart), `/huge` (100 MB of HTML, generated),
-//! `/encoded` (HTML with `Content-Encoding: gzip`), `/cut` (4 KB of HTML, then the connection is cut), `/stall` (4 KB of HTML, then 10 s of
+//! `/encoded/<coding>/<file>` (a page compressed anyway: `gzip`, `deflate`, `br` whose body
+//! is [`encoded_body`], or `corrupt`: gzip with its second half damaged), `/cut` (4 KB of HTML, then the connection is cut), `/stall` (4 KB of HTML, then 10 s of
 //! silence).
 
 use std::collections::HashMap;
@@ -102,11 +103,36 @@ fn reply(status: u16, ctype: &str, body: impl Into<Bytes>) -> Response<BlogBody>
     r
 }
 
-/// The body of `/encoded`: a gzip magic number, then HTML with a wrapped image.
+/// The body of `/encoded/br/…`, a coding the proxy does not undo: a brotli-like first byte,
+/// then HTML with a wrapped image.
 pub fn encoded_body() -> Vec<u8> {
-    let mut body = vec![0x1f, 0x8b];
+    let mut body = vec![0x8b];
     body.extend_from_slice(format!("<img src=\"{WRAPPED}\">").as_bytes());
     body
+}
+
+/// `page` compressed with `coding` (`gzip` as two members, as a server flushing early sends).
+fn compress(coding: &str, page: &[u8]) -> Vec<u8> {
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let (a, b) = page.split_at(page.len() / 2);
+            let mut out = Vec::new();
+            for member in [a, b] {
+                let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+                enc.write_all(member).unwrap();
+                out.extend_from_slice(&enc.finish().unwrap());
+            }
+            out
+        }
+        _ => {
+            let mut enc = ZlibEncoder::new(Vec::new(), Compression::default());
+            enc.write_all(page).unwrap();
+            enc.finish().unwrap()
+        }
+    }
 }
 
 /// A body fed by a task, so pages can be paced or generated without being held in memory; an
@@ -191,11 +217,24 @@ async fn handle(
             r.headers_mut().insert(header::ETAG, etag.parse().unwrap());
             r
         }
-        ["encoded"] => {
-            // Compressed anyway, despite `Accept-Encoding: identity` (bytes stand in for gzip).
-            let mut r = reply(200, "text/html", encoded_body());
+        ["encoded", coding, file] if !file.contains("..") => {
+            // Compressed anyway, despite `Accept-Encoding: identity`.
+            let Ok(page) = tokio::fs::read(data().join("articles/pages").join(file)).await else {
+                return reply(404, "text/plain", "no such page\n");
+            };
+            let (label, body) = match *coding {
+                "br" => ("br", encoded_body()),
+                "corrupt" => {
+                    let mut body = compress("deflate", &page);
+                    let half = body.len() / 2;
+                    body[half..].iter_mut().for_each(|b| *b = !*b);
+                    ("deflate", body)
+                }
+                other => (other, compress(other, &page)),
+            };
+            let mut r = reply(200, "text/html; charset=utf-8", body);
             r.headers_mut()
-                .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+                .insert(header::CONTENT_ENCODING, label.parse().unwrap());
             r
         }
         ["missing"] => reply(404, "text/html", "<p>not here</p>\n"),
