@@ -167,6 +167,8 @@ pub struct UpstreamConfig {
     pub max_redirects: u32,
     /// Fetches in flight at once: with `max_bytes` this bounds the memory upstream bodies take.
     pub max_fetches: usize,
+    /// PEM files of certificate authorities trusted for https upstreams besides the system's.
+    pub ca_files: Vec<String>,
     /// Fetches waiting for a place; beyond it requests get 503 at once.
     pub fetch_queue: usize,
     pub user_agent: String,
@@ -185,6 +187,7 @@ impl Default for UpstreamConfig {
             max_bytes: 20 * 1024 * 1024,
             max_redirects: 5,
             max_fetches: 32,
+            ca_files: Vec::new(),
             fetch_queue: 512,
             user_agent: "imgrelay".into(),
             referer: BTreeMap::new(),
@@ -450,6 +453,7 @@ impl Config {
                 .map_err(|m| invalid(&format!("upstream.allowed_hosts[{i}]"), m))?;
         }
         self.resolve_pins()?;
+        self.extra_roots()?;
         for (key, value) in [
             (
                 "upstream.connect_timeout_ms",
@@ -550,6 +554,26 @@ impl Config {
                 Ok((from.to_ascii_lowercase(), addr))
             })
             .collect()
+    }
+
+    /// The certificates of `upstream.ca_files`; each file must hold at least one.
+    pub fn extra_roots(
+        &self,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = Vec::new();
+        for (i, file) in self.upstream.ca_files.iter().enumerate() {
+            let key = format!("upstream.ca_files[{i}]");
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| invalid(&key, format!("{file}: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid(&key, format!("{file}: no PEM certificate")));
+            }
+            roots.extend(certs);
+        }
+        Ok(roots)
     }
 
     /// The effective config as TOML with secrets masked (URL credentials).
@@ -694,6 +718,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("IMGRELAY_CACHE__MEMORY_MB"), "{err}");
+    }
+
+    #[test]
+    fn unusable_ca_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for (i, file) in ["/nonexistent/ca.pem", empty.to_str().unwrap()]
+            .into_iter()
+            .enumerate()
+        {
+            let mut c = Config::default();
+            c.upstream.ca_files = vec![file.into()];
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("upstream.ca_files[0]"), "{i}: {err}");
+            assert!(err.contains(file), "{i}: {err}");
+        }
     }
 
     #[test]

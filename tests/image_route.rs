@@ -491,6 +491,32 @@ async fn fetches_beyond_the_gate_and_its_queue_answer_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_for_their_host_name() {
+    let tls = common::origin::TestTls::new(&["static.1sapp.com"]);
+    let origin = Origin::start_tls(&tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let ca_files = format!("[{:?}]", ca.display().to_string());
+    let trusting = Server::start(&origin, &[("UPSTREAM__CA_FILES", &ca_files)]);
+    let covered = "https://static.1sapp.com/photo-640x422.jpg";
+    let ok = trusting.get(&trusting.path(covered, "320x0")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(decode(&ok.body).width(), 320);
+    // Pinned to the same address, but the certificate does not name this host.
+    let uncovered = "https://img.example.com/photo-640x480.jpg";
+    let wrong_name = trusting.get(&trusting.path(uncovered, "320x0")).await;
+    assert_eq!(wrong_name.status, StatusCode::BAD_GATEWAY);
+    // Without the CA the chain is not trusted.
+    let strict = Server::start(&origin, &[]);
+    let untrusted = strict.get(&strict.path(covered, "160x0")).await;
+    assert_eq!(untrusted.status, StatusCode::BAD_GATEWAY);
+    // Failed handshakes never reach HTTP.
+    assert_eq!(origin.hits("/photo-640x422.jpg"), 1);
+    assert_eq!(origin.hits("/photo-640x480.jpg"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let origin = Origin::start().await;
     let server = Server::start(&origin, &[]);

@@ -11,6 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 use url::Url;
 
 use crate::config::{Config, ConfigError};
@@ -81,6 +82,8 @@ impl FetchError {
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     pub allowed_hosts: HostSet,
+    /// Certificate authorities trusted for https besides the system's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
     pub max_bytes: u64,
     pub max_redirects: u32,
     pub timeout: Duration,
@@ -117,6 +120,7 @@ impl Fetcher {
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let settings = FetchSettings {
             allowed_hosts: HostSet::new(&up.allowed_hosts),
+            extra_roots: config.extra_roots()?,
             max_bytes: up.max_bytes,
             max_redirects: up.max_redirects,
             timeout: Duration::from_millis(up.timeout_ms),
@@ -128,7 +132,7 @@ impl Fetcher {
 
     pub fn new(connector: GuardedConnector, settings: FetchSettings) -> Fetcher {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(tls_config(&settings.extra_roots))
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -263,14 +267,15 @@ impl Fetcher {
     }
 }
 
-/// rustls with the system's roots; without any, plain http still works and https fails per
-/// request instead of at startup.
-fn tls_config() -> rustls::ClientConfig {
+/// rustls with the system's roots and `extra` ones; without any, plain http still works and
+/// https fails per request instead of at startup.
+fn tls_config(extra: &[CertificateDer<'static>]) -> rustls::ClientConfig {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    if added == 0 {
+    let (extra_added, _) = roots.add_parsable_certificates(extra.iter().cloned());
+    if added + extra_added == 0 {
         tracing::warn!("no system root certificates found: https upstreams will fail");
     }
     match rustls::ClientConfig::builder_with_provider(provider)
@@ -320,6 +325,7 @@ mod tests {
     fn fetcher(allowed: &[&str]) -> Fetcher {
         let settings = FetchSettings {
             allowed_hosts: HostSet::new(&allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            extra_roots: Vec::new(),
             max_bytes: 1000,
             max_redirects: 2,
             timeout: Duration::from_secs(1),

@@ -11,7 +11,6 @@
 //! silence).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,9 +21,6 @@ use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -53,27 +49,13 @@ fn data() -> PathBuf {
 
 impl Blog {
     pub async fn start() -> Blog {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<HashMap<String, HeaderMap>>> = Arc::default();
         let st = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(handle(&st, req).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = super::serve::spawn(None, move |req| {
+            let st = st.clone();
+            async move { handle(&st, req).await }
+        })
+        .await;
         Blog { addr, seen }
     }
 

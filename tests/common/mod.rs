@@ -3,6 +3,7 @@
 
 pub mod blog;
 pub mod origin;
+pub mod serve;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

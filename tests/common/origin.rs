@@ -9,7 +9,6 @@
 //! `/wrongtype/…` served as text/html; `/nolength/…` no Content-Length (chunked).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,9 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -78,6 +74,8 @@ struct State {
 #[derive(Clone)]
 pub struct Origin {
     pub addr: SocketAddr,
+    /// The port the pinned upstream URLs use: 80, or 443 over TLS.
+    port: u16,
     state: Arc<State>,
 }
 
@@ -89,8 +87,53 @@ struct Flags {
     nolength: bool,
 }
 
+/// A certificate authority made for one test, and a server certificate it signed.
+pub struct TestTls {
+    pub ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TestTls {
+    /// A fresh CA and a certificate for `names` signed by it.
+    pub fn new(names: &[&str]) -> TestTls {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        TestTls {
+            ca_pem: ca.pem(),
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        }
+    }
+}
+
 impl Origin {
     pub async fn start() -> Origin {
+        Origin::serve(None).await
+    }
+
+    /// The same origin over https, with `tls`'s certificate; pins then name port 443.
+    pub async fn start_tls(tls: &TestTls) -> Origin {
+        Origin::serve(Some(tls)).await
+    }
+
+    async fn serve(tls: Option<&TestTls>) -> Origin {
         let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
         let map_text = std::fs::read_to_string(data.join("upstream-map.json")).unwrap();
         let map: HashMap<String, String> = serde_json::from_str(&map_text).unwrap();
@@ -100,27 +143,15 @@ impl Origin {
             hits: Mutex::new(HashMap::new()),
             headers: Mutex::new(HashMap::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(handle(&st, req).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Origin { addr, state }
+        let acceptor = tls.map(|t| t.acceptor.clone());
+        let addr = super::serve::spawn(acceptor, move |req| {
+            let st = st.clone();
+            async move { handle(&st, req).await }
+        })
+        .await;
+        let port = if tls.is_some() { 443 } else { 80 };
+        Origin { addr, port, state }
     }
 
     /// Requests seen for exactly this path (query excluded).
@@ -148,7 +179,7 @@ impl Origin {
     pub fn pins(&self, hosts: &[&str]) -> String {
         hosts
             .iter()
-            .map(|h| format!("\"{h}:80\" = \"{}\"\n", self.addr))
+            .map(|h| format!("\"{h}:{}\" = \"{}\"\n", self.port, self.addr))
             .collect()
     }
 }
