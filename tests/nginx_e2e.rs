@@ -2,8 +2,8 @@
 //! nginx (127.0.0.1) → imgrelay serve → the local blog origin (corpus pages) and the local
 //! image upstream (corpus images).
 //!
-//! Images whose upstream URL is https are checked for being rewritten but not fetched: the
-//! local upstream speaks plain http, and the image client trusts only the system's roots.
+//! Images whose upstream URL is https come from a second local upstream speaking TLS with a
+//! certificate from a CA made for the test (`upstream.ca_files`).
 //!
 //! This build cannot decode AVIF: AVIF sources pass through when they fit the box (AVIF is
 //! enabled here and accepted by the client) and are refused with 415 when they would need a
@@ -19,7 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{corpus_pages, Blog, Origin, Server};
+use common::origin::TestTls;
+use common::{corpus_pages, Blog, Origin, Server, HOSTS};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -247,6 +248,13 @@ async fn pages_and_images_through_nginx() {
         return;
     };
     let origin = Origin::start().await;
+    let tls = TestTls::new(HOSTS);
+    let tls_origin = Origin::start_tls(&tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let ca_files = format!("[{:?}]", ca.display().to_string());
+    let pins = Origin::pin_table(&[&origin, &tls_origin], HOSTS);
     let blog = Blog::start().await;
     let blog_url = blog.url();
     let server = Server::start(
@@ -254,6 +262,8 @@ async fn pages_and_images_through_nginx() {
         &[
             ("ORIGIN__URL", &blog_url),
             ("IMAGE__FORMATS", r#"["avif", "webp", "jpeg", "png"]"#),
+            ("UPSTREAM__RESOLVE", &pins),
+            ("UPSTREAM__CA_FILES", &ca_files),
         ],
     );
     let (nginx, listen) = start_nginx(&binary, &server.addr.to_string());
@@ -263,7 +273,7 @@ async fn pages_and_images_through_nginx() {
     let mut avif_refused = 0;
     // Pages share images: each proxied URL is checked once, so its first fetch is a miss.
     let mut done = BTreeSet::new();
-    let mut https_skipped = BTreeSet::new();
+    let mut https = 0;
     for page in corpus_pages() {
         let path = format!("/pages/{}", page.file);
         let reply = fetch(&listen, &path, None).await;
@@ -292,10 +302,7 @@ async fn pages_and_images_through_nginx() {
             if !done.insert(image_path.clone()) {
                 continue;
             }
-            if request.source.scheme() != "http" {
-                https_skipped.insert(request.source.to_string());
-                continue;
-            }
+            https += usize::from(request.source.scheme() == "https");
             let (file, w, h) = images
                 .get(request.source.as_str())
                 .unwrap_or_else(|| panic!("{} not in the manifest", request.source))
@@ -361,10 +368,11 @@ async fn pages_and_images_through_nginx() {
         }
     }
     eprintln!(
-        "nginx e2e: {fetched} images fetched twice through nginx; {} https upstreams not fetched; \
-         {avif_refused} AVIF resizes refused",
-        https_skipped.len()
+        "nginx e2e: {fetched} images fetched twice through nginx ({https} from https upstreams); \
+         {avif_refused} AVIF resizes refused"
     );
     assert!(fetched >= 20, "only {fetched} images fetched");
+    assert!(https >= 10, "only {https} https upstreams fetched");
+    assert!(tls_origin.total() >= 10);
     drop(nginx);
 }

@@ -177,9 +177,19 @@ impl Origin {
 
     /// "host:port" = "127.0.0.1:PORT" pins for the given upstream host names.
     pub fn pins(&self, hosts: &[&str]) -> String {
+        self.pin_list(hosts).into_iter().map(|p| p + "\n").collect()
+    }
+
+    /// The pins of several origins as one inline TOML table (for `IMGRELAY_UPSTREAM__RESOLVE`).
+    pub fn pin_table(origins: &[&Origin], hosts: &[&str]) -> String {
+        let pins: Vec<String> = origins.iter().flat_map(|o| o.pin_list(hosts)).collect();
+        format!("{{ {} }}", pins.join(", "))
+    }
+
+    fn pin_list(&self, hosts: &[&str]) -> Vec<String> {
         hosts
             .iter()
-            .map(|h| format!("\"{h}:{}\" = \"{}\"\n", self.port, self.addr))
+            .map(|h| format!("\"{h}:{}\" = \"{}\"", self.port, self.addr))
             .collect()
     }
 }
