@@ -44,6 +44,12 @@ struct VariantKey {
     formats: FormatSet,
 }
 
+impl Weigh for VariantKey {
+    fn weight(&self) -> u64 {
+        self.source.weight()
+    }
+}
+
 /// Settings a transform needs, owned so a job can move to a worker thread.
 #[derive(Debug, Clone)]
 struct TransformSettings {
