@@ -181,8 +181,12 @@ impl Edits {
         let from = self.values.len();
         write(&mut self.values);
         let range = from..self.values.len();
-        match self.list.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, old)) => *old = range,
+        match self.list.iter().position(|(n, _)| *n == name) {
+            Some(i) => {
+                self.list[i].1 = range;
+                // A value lol_html already has must be handed over again.
+                self.applied = self.applied.min(i);
+            }
             None => self.list.push((name, range)),
         }
     }
@@ -301,4 +305,53 @@ fn push_quoted(out: &mut String, value: &str) {
     }
     out.push_str(rest);
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Two handlers of one element edit it in turn: `class` set by both (the second wins) and
+    /// `id` set by the first only, through the window and through lol_html alike.
+    fn rewrite(input: &str, use_window: bool) -> String {
+        let window = Arc::new(Mutex::new(InputWindow::default()));
+        if use_window {
+            window.lock().unwrap().enable();
+        }
+        let edits = Arc::new(Mutex::new(Edits::default()));
+        let handler = |values: &'static [(&'static str, &'static str)]| {
+            let (window, edits) = (window.clone(), edits.clone());
+            lol_html::element!("p", move |el| {
+                let window = window.lock().unwrap();
+                let tag = Tag::new(el, &window);
+                let mut edits = edits.lock().unwrap();
+                edits.begin(el);
+                for (name, value) in values {
+                    edits.set(name, value);
+                }
+                edits.apply(el, &tag);
+                Ok(())
+            })
+        };
+        let settings = lol_html::send::Settings::new_send()
+            .append_element_content_handler(handler(&[("class", "first"), ("id", "one")]))
+            .append_element_content_handler(handler(&[("class", "second")]));
+        let mut out = Vec::new();
+        let mut rw =
+            lol_html::send::HtmlRewriter::new(settings, |c: &[u8]| out.extend_from_slice(c));
+        window.lock().unwrap().push(input.as_bytes());
+        rw.write(input.as_bytes()).unwrap();
+        rw.end().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn later_handlers_of_an_element_add_to_its_edits() {
+        let input = "<p CLASS='x' title=t>a</p><p>b</p>";
+        let want =
+            "<p CLASS=\"second\" title=t id=\"one\">a</p><p class=\"second\" id=\"one\">b</p>";
+        assert_eq!(rewrite(input, true), want);
+        assert_eq!(rewrite(input, false), want);
+    }
 }
