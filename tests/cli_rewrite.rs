@@ -395,3 +395,69 @@ fn write_failures_are_reported() {
         "{stderr}"
     );
 }
+
+/// A pseudo-terminal: the master end to read, the path of the slave end to hand a child.
+fn pty() -> (std::fs::File, std::path::PathBuf) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain POSIX calls on a descriptor this function owns; ptsname's buffer is
+    // copied before any other call can reuse it.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master), 0, "unlockpt");
+        let name = libc::ptsname(master);
+        assert!(!name.is_null(), "ptsname");
+        let path = std::ffi::CStr::from_ptr(name).to_str().unwrap().into();
+        (std::fs::File::from_raw_fd(master), path)
+    }
+}
+
+#[test]
+fn progress_is_shown_on_a_terminal_only() {
+    use std::io::Read;
+    let env = env("");
+    let out_dir = env.dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut files = Vec::new();
+    for name in ["one.md", "two.md", "three.md"] {
+        let path = env.dir.path().join(name);
+        std::fs::copy(data("articles/posts/canonical.md"), &path).unwrap();
+        files.push(path);
+    }
+    let (mut master, slave) = pty();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave)
+        .unwrap();
+    let mut child = bin()
+        .args(["rewrite", "--config", cfg(&env), "--out"])
+        .arg(&out_dir)
+        .args(&files)
+        .stderr(terminal)
+        .spawn()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // Only the child held the terminal: once it is gone, reading ends (EIO on Linux).
+    let mut shown = Vec::new();
+    let _ = master.read_to_end(&mut shown);
+    let shown = String::from_utf8_lossy(&shown);
+    for step in ["[1/3] ", "[2/3] ", "[3/3] ", "3 of 3 files rewritten"] {
+        assert!(shown.contains(step), "{step:?} missing in {shown:?}");
+    }
+    assert!(shown.contains("three.md"), "{shown:?}");
+    // Without a terminal there is nothing to redraw.
+    let quiet = bin()
+        .args(["rewrite", "--config", cfg(&env), "--out"])
+        .arg(&out_dir)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
