@@ -281,26 +281,17 @@ impl UrlSigner {
     /// Verifies `{signature}/{options}/{source}` (the request path after the prefix and its
     /// slash). The signature is checked before anything is decoded.
     pub fn verify_path(&self, path: &str) -> Result<ProxyRequest, UrlError> {
-        let (signature, payload) = path.split_once('/').ok_or(UrlError::Malformed(
-            "expected /{signature}/{options}/{source}",
-        ))?;
-        let (options, source) = payload.split_once('/').ok_or(UrlError::Malformed(
-            "expected /{signature}/{options}/{source}",
-        ))?;
+        let malformed = UrlError::Malformed("expected /{signature}/{options}/{source}");
+        let (signature, payload) = path.split_once('/').ok_or(malformed.clone())?;
+        let (options, source) = payload.split_once('/').ok_or(malformed.clone())?;
         if signature.is_empty() || options.is_empty() || source.is_empty() || source.contains('/') {
-            return Err(UrlError::Malformed(
-                "expected /{signature}/{options}/{source}",
-            ));
+            return Err(malformed);
         }
         if !self.keys.verify(payload, signature) {
             return Err(UrlError::BadSignature);
         }
         let options = Options::parse(options)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(source)
-            .map_err(|_| UrlError::BadSource("source is not base64url without padding".into()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| UrlError::BadSource("source is not UTF-8".into()))?;
+        let text = decode_text(source).map_err(|e| UrlError::BadSource(e.into()))?;
         let source = parse_source(&text)?;
         Ok(ProxyRequest { options, source })
     }
@@ -308,9 +299,15 @@ impl UrlSigner {
 
 /// Decodes the source URL of a proxy URL without verifying it (reports and tests).
 pub fn decode_source(proxy_url: &str) -> Option<String> {
-    let last = proxy_url.rsplit('/').next()?;
-    let bytes = URL_SAFE_NO_PAD.decode(last).ok()?;
-    String::from_utf8(bytes).ok()
+    decode_text(proxy_url.rsplit('/').next()?).ok()
+}
+
+/// The text a source segment encodes.
+fn decode_text(segment: &str) -> Result<String, &'static str> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| "source is not base64url without padding")?;
+    String::from_utf8(bytes).map_err(|_| "source is not UTF-8")
 }
 
 #[cfg(test)]

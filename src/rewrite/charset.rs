@@ -47,7 +47,8 @@ pub fn sniff(head: &[u8], hint: Option<&'static Encoding>) -> Sniffed {
     }
 }
 
-fn find_ignore_case(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+/// Where `needle` (ASCII) first occurs in `hay` at or after `from`, ignoring ASCII case.
+pub(crate) fn find_ignore_case(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     hay.get(from..)?
         .windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle))

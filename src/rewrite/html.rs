@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
 
+use super::charset::find_ignore_case;
 use super::context::{Markup, Memo, Outcome, RewriteContext};
 use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint, SizeStatus};
 use super::report::{Action, Counts, HintReport, RefReport};
@@ -503,16 +504,12 @@ fn on_style(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let Some(raw) = tag.get(el, "style") else {
         return;
     };
-    let lower = raw.to_ascii_lowercase();
-    if !lower.contains("url(") {
-        return;
-    }
     let options = st.ctx.unsized_options();
     let mut out = String::new();
     let mut last = 0;
     let mut from = 0;
-    while let Some(i) = lower[from..].find("url(") {
-        let mut start = from + i + 4;
+    while let Some(i) = find_ignore_case(raw.as_bytes(), b"url(", from) {
+        let mut start = i + 4;
         while raw[start..].starts_with(|c: char| c.is_ascii_whitespace()) {
             start += 1;
         }

@@ -8,13 +8,12 @@ use async_compression::tokio::bufread::{GzipDecoder, ZlibDecoder};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{HeaderMap, CONTENT_ENCODING};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyDataStream, BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::body::BoxError;
+use super::body::{BoxError, SourceBody};
 
 /// Decoded bytes handed on at a time; with the pump's bounded channel this bounds the memory a
 /// highly compressed page can take.
@@ -54,22 +53,24 @@ impl Coding {
 }
 
 /// `body` with `coding` undone. A corrupt stream ends the body with an error.
-pub fn decoded<B>(body: B, coding: Coding) -> UnsyncBoxBody<Bytes, BoxError>
+pub fn decoded<B>(body: B, coding: Coding) -> SourceBody
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let body = body.map_err(|e| io::Error::other(e.into()));
+    let reader = |body: B| {
+        StreamReader::new(BodyDataStream::new(
+            body.map_err(|e| io::Error::other(e.into())),
+        ))
+    };
     let read: Pin<Box<dyn AsyncRead + Send>> = match coding {
-        Coding::Identity => return body.map_err(BoxError::from).boxed_unsync(),
+        Coding::Identity => return body.map_err(Into::into).boxed_unsync(),
         Coding::Gzip => {
-            let mut decoder = GzipDecoder::new(StreamReader::new(BodyDataStream::new(body)));
+            let mut decoder = GzipDecoder::new(reader(body));
             decoder.multiple_members(true);
             Box::pin(decoder)
         }
-        Coding::Deflate => Box::pin(ZlibDecoder::new(StreamReader::new(BodyDataStream::new(
-            body,
-        )))),
+        Coding::Deflate => Box::pin(ZlibDecoder::new(reader(body))),
     };
     let frames = ReaderStream::with_capacity(read, PIECE)
         .map(|piece| piece.map(Frame::data).map_err(BoxError::from));

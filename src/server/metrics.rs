@@ -31,10 +31,16 @@ impl Histogram {
     }
 }
 
+/// Every answered request is counted and timed under one lock.
+#[derive(Debug, Default, Clone)]
+struct Responses {
+    counts: BTreeMap<(&'static str, u16), u64>,
+    latency: BTreeMap<&'static str, Histogram>,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    responses: Mutex<Responses>,
     upstream_errors: Mutex<BTreeMap<&'static str, u64>>,
     page_proxy_errors: Mutex<BTreeMap<&'static str, u64>>,
     rewrite_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -60,15 +66,15 @@ pub struct CacheView<'a> {
 }
 
 impl Metrics {
-    pub fn request(&self, route: &'static str, status: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((route, status)).or_default() += 1;
-    }
-
-    /// Time until the response head was ready (streamed bodies continue after it).
-    pub fn latency(&self, route: &'static str, elapsed: Duration) {
-        let mut map = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(route).or_default().observe(elapsed.as_secs_f64());
+    /// One answered request; `elapsed` is the time until its response head was ready
+    /// (streamed bodies continue after it).
+    pub fn response(&self, route: &'static str, status: u16, elapsed: Duration) {
+        let mut r = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *r.counts.entry((route, status)).or_default() += 1;
+        r.latency
+            .entry(route)
+            .or_default()
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
@@ -97,19 +103,19 @@ impl Metrics {
         fetches: StageLoad,
     ) -> String {
         let mut out = String::new();
-        let requests = self
-            .requests
+        let responses = self
+            .responses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         out.push_str("# TYPE imgrelay_requests_total counter\n");
-        for ((route, status), n) in requests {
+        for ((route, status), n) in &responses.counts {
             let _ = writeln!(
                 out,
                 "imgrelay_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
-        self.render_latency(&mut out);
+        Self::render_latency(&responses.latency, &mut out);
         for (name, label, map) in [
             (
                 "imgrelay_upstream_errors_total",
@@ -192,12 +198,7 @@ impl Metrics {
         out
     }
 
-    fn render_latency(&self, out: &mut String) {
-        let latency = self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    fn render_latency(latency: &BTreeMap<&'static str, Histogram>, out: &mut String) {
         let name = "imgrelay_request_duration_seconds";
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (route, h) in latency {
@@ -233,9 +234,9 @@ mod tests {
     #[test]
     fn latency_histogram_is_cumulative() {
         let m = Metrics::default();
-        m.latency("page", Duration::from_millis(3));
-        m.latency("page", Duration::from_millis(30));
-        m.latency("page", Duration::from_secs(60));
+        m.response("page", 200, Duration::from_millis(3));
+        m.response("page", 200, Duration::from_millis(30));
+        m.response("page", 502, Duration::from_secs(60));
         let text = m.render(&[], StageLoad::default(), StageLoad::default());
         let line = |s: &str| text.lines().any(|l| l == s);
         let name = "imgrelay_request_duration_seconds";

@@ -166,11 +166,12 @@ impl AppState {
         let started = Instant::now();
         let route = self.classify(req.uri().path());
         let method = req.method().clone();
-        let path: String = req.uri().path().chars().take(LOGGED_PATH_CHARS).collect();
+        // Shares the request's bytes: nothing is copied unless the line is written.
+        let uri = req.uri().clone();
         let response = self.route(req).await;
         let status = response.status().as_u16();
-        self.metrics.request(route.name(), status);
-        self.metrics.latency(route.name(), started.elapsed());
+        let elapsed = started.elapsed();
+        self.metrics.response(route.name(), status, elapsed);
         let cache = response
             .headers()
             .get("x-cache")
@@ -178,14 +179,21 @@ impl AppState {
             .unwrap_or("-");
         tracing::info!(
             method = %method,
-            path = %path,
+            path = %logged_path(uri.path()),
             status,
-            ms = started.elapsed().as_millis() as u64,
+            ms = elapsed.as_millis() as u64,
             cache = %cache,
             "request"
         );
         response
     }
+}
+
+/// At most `LOGGED_PATH_CHARS` characters of `path`.
+fn logged_path(path: &str) -> &str {
+    path.char_indices()
+        .nth(LOGGED_PATH_CHARS)
+        .map_or(path, |(end, _)| &path[..end])
 }
 
 fn text(method: &Method, body: impl Into<bytes::Bytes>) -> Result<Response<Body>, RouteError> {

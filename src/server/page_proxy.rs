@@ -12,13 +12,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::body::{empty, Body, BoxError};
+use super::body::{empty, Body, BoxError, SourceBody};
 use super::decode::{decoded, Coding};
 use super::error::RouteError;
 use super::metrics::Metrics;
@@ -26,8 +25,6 @@ use super::stream::{self, Pump, RewriteJob};
 use super::PeerAddr;
 use crate::config::{ConfigError, OriginConfig};
 use crate::rewrite::{DocKind, RewriteContext};
-
-type OutgoingBody = UnsyncBoxBody<Bytes, BoxError>;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -38,7 +35,7 @@ pub struct PageProxy {
     base: Uri,
     /// The origin URL's path without its trailing slash, prepended to every request path.
     base_path: String,
-    client: Client<HttpConnector, OutgoingBody>,
+    client: Client<HttpConnector, SourceBody>,
     timeout: Duration,
     ctx: Arc<RewriteContext>,
     metrics: Arc<Metrics>,
@@ -120,12 +117,9 @@ impl PageProxy {
         let body = if head_request || !status_has_body(parts.status) {
             empty()
         } else {
-            let body = match rewrite {
-                Some(r) => decoded(body, r.coding),
-                None => body.map_err(BoxError::from).boxed_unsync(),
-            };
+            let coding = rewrite.map_or(Coding::Identity, |r| r.coding);
             stream::spawn(
-                body,
+                decoded(body, coding),
                 Pump {
                     rewrite: rewrite.map(|r| RewriteJob {
                         ctx: self.ctx.clone(),
@@ -143,7 +137,7 @@ impl PageProxy {
 
     /// The request to send to the origin: same method, path, headers (minus hop-by-hop) and
     /// streamed body, plus `X-Forwarded-*`.
-    fn outgoing<B>(&self, req: Request<B>) -> Result<Request<OutgoingBody>, RouteError>
+    fn outgoing<B>(&self, req: Request<B>) -> Result<Request<SourceBody>, RouteError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 
 use super::body::{Body, BoxError};
 use super::error::RouteError;
@@ -45,7 +46,7 @@ where
     let reply_type =
         HeaderValue::from_str(ctype).unwrap_or_else(|_| HeaderValue::from_static("text/html"));
     let body = stream::spawn(
-        body,
+        body.map_err(Into::into).boxed_unsync(),
         Pump {
             rewrite: Some(RewriteJob {
                 ctx: ctx.clone(),

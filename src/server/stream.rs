@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use encoding_rs::Encoding;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-use super::body::{Body, BoxError};
+use super::body::{Body, BoxError, SourceBody};
 use super::metrics::Metrics;
 use crate::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
 
@@ -80,13 +79,9 @@ pub struct Pump {
 }
 
 /// Starts pumping `source` and returns the client's body.
-pub fn spawn<B>(source: B, pump: Pump) -> Body
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub fn spawn(source: SourceBody, pump: Pump) -> Body {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(run(source.map_err(Into::into).boxed_unsync(), pump, tx));
+    tokio::spawn(run(source, pump, tx));
     ChannelBody { rx }.boxed()
 }
 
@@ -96,11 +91,7 @@ fn take(sink: &Sink) -> Vec<u8> {
     std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-async fn run(
-    mut source: UnsyncBoxBody<Bytes, BoxError>,
-    mut pump: Pump,
-    tx: mpsc::Sender<Result<Bytes, BoxError>>,
-) {
+async fn run(mut source: SourceBody, mut pump: Pump, tx: mpsc::Sender<Result<Bytes, BoxError>>) {
     let sink: Sink = Arc::default();
     let mut rewriter = pump.rewrite.take().map(|job| {
         let out = sink.clone();
