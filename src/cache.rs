@@ -9,7 +9,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -189,9 +189,15 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
 type Flight<V> = (u64, watch::Receiver<Option<V>>);
 
 /// Runs one piece of work per key at a time; concurrent callers share its result.
+///
+/// The work runs in a task of its own: once started it finishes and publishes its result even
+/// when every caller has gone away (a client that hangs up cannot make the server throw work
+/// away, nor start it again and again).
 pub struct SingleFlight<K, V> {
     inflight: Mutex<HashMap<K, Flight<V>>>,
     next_id: AtomicU64,
+    /// Work that finished with nobody waiting for it.
+    abandoned: AtomicU64,
 }
 
 impl<K, V> Default for SingleFlight<K, V> {
@@ -199,19 +205,20 @@ impl<K, V> Default for SingleFlight<K, V> {
         SingleFlight {
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
         }
     }
 }
 
-/// Removes a leader's entry when its work ends or is dropped half way, so that followers of a
-/// cancelled leader elect a new one instead of waiting forever.
-struct LeaderGuard<'a, K: Hash + Eq, V> {
-    flight: &'a SingleFlight<K, V>,
+/// Removes a flight's entry when its work ends, or dies half way (a panic), so that its
+/// followers elect a new leader instead of waiting forever.
+struct LeaderGuard<K: Hash + Eq, V> {
+    flight: Arc<SingleFlight<K, V>>,
     key: Option<K>,
     id: u64,
 }
 
-impl<K: Hash + Eq, V> Drop for LeaderGuard<'_, K, V> {
+impl<K: Hash + Eq, V> Drop for LeaderGuard<K, V> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let mut map = lock(&self.flight.inflight);
@@ -227,19 +234,30 @@ enum Role<V> {
     Follower(watch::Receiver<Option<V>>),
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
+impl<K, V> SingleFlight<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     /// Number of keys being worked on now.
     pub fn in_flight(&self) -> usize {
         lock(&self.inflight).len()
     }
 
-    /// Returns the result of `work` for `key`, running it only when no other caller is already
-    /// running it; the flag tells whether this caller ran it.
-    pub async fn run<F, Fut>(&self, key: K, work: F) -> (V, bool)
+    /// Work that finished after every caller waiting for it had left.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Returns the result of `work` for `key`, starting it only when no other caller is already
+    /// running it; the flag tells whether this caller started it. `None` when the work this
+    /// caller started died without a result (it panicked).
+    pub async fn run<F, Fut>(self: &Arc<Self>, key: K, work: F) -> Option<(V, bool)>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
+        let mut work = Some(work);
         loop {
             let role = {
                 let mut map = lock(&self.inflight);
@@ -253,27 +271,39 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
                     }
                 }
             };
-            match role {
+            let (mut rx, led) = match role {
                 Role::Leader(id, tx) => {
-                    let _guard = LeaderGuard {
-                        flight: self,
-                        key: Some(key),
+                    let rx = tx.subscribe();
+                    let guard = LeaderGuard {
+                        flight: self.clone(),
+                        key: Some(key.clone()),
                         id,
                     };
-                    let value = work().await;
-                    // Followers may all be gone; nobody needing the value is fine.
-                    let _ = tx.send(Some(value.clone()));
-                    return (value, true);
-                }
-                Role::Follower(mut rx) => {
-                    if let Ok(v) = rx.wait_for(Option::is_some).await {
-                        if let Some(value) = v.as_ref() {
-                            return (value.clone(), false);
+                    // Only a caller that still holds its work can lead: a follower whose
+                    // leader died leads with its own work.
+                    let work = work.take()?;
+                    tokio::spawn(async move {
+                        let value = work().await;
+                        let _ = tx.send(Some(value));
+                        let flight = guard.flight.clone();
+                        drop(guard);
+                        if tx.receiver_count() == 0 {
+                            flight.abandoned.fetch_add(1, Ordering::Relaxed);
                         }
-                    }
-                    // The leader was cancelled before finishing: try again, maybe as leader.
+                    });
+                    (rx, true)
+                }
+                Role::Follower(rx) => (rx, false),
+            };
+            if let Ok(v) = rx.wait_for(Option::is_some).await {
+                if let Some(value) = v.as_ref() {
+                    return Some((value.clone(), led));
                 }
             }
+            if led {
+                return None;
+            }
+            // The leader's work died before finishing: try again, maybe as leader.
         }
     }
 }
@@ -328,35 +358,44 @@ pub enum Lookup {
 pub trait Remember {
     /// False for failures that say nothing about the key (e.g. the server being busy).
     fn remember(&self) -> bool;
+    /// The answer when the work died without a result (a panic).
+    fn lost() -> Self;
+}
+
+/// What a cache's work tasks share with the cache.
+struct Store<K: Hash + Eq, V, E> {
+    lru: ByteLru<K, V>,
+    negative: NegativeCache<K, E>,
 }
 
 /// A byte-bounded LRU in front of single-flight work, with negative caching.
 pub struct Cache<K: Hash + Eq, V, E> {
-    lru: ByteLru<K, V>,
-    flight: SingleFlight<K, Result<V, E>>,
-    negative: NegativeCache<K, E>,
+    store: Arc<Store<K, V, E>>,
+    flight: Arc<SingleFlight<K, Result<V, E>>>,
 }
 
 impl<K, V, E> Cache<K, V, E>
 where
-    K: Hash + Eq + Clone + Weigh,
-    V: Clone + Weigh,
-    E: Clone + Remember,
+    K: Hash + Eq + Clone + Weigh + Send + Sync + 'static,
+    V: Clone + Weigh + Send + Sync + 'static,
+    E: Clone + Remember + Send + Sync + 'static,
 {
     pub fn new(budget: u64, max_entry: u64, negative_ttl: Duration) -> Cache<K, V, E> {
         Cache {
-            lru: ByteLru::new(budget, max_entry),
-            flight: SingleFlight::default(),
-            negative: NegativeCache::new(negative_ttl),
+            store: Arc::new(Store {
+                lru: ByteLru::new(budget, max_entry),
+                negative: NegativeCache::new(negative_ttl),
+            }),
+            flight: Arc::default(),
         }
     }
 
     pub fn stats(&self) -> &CacheStats {
-        self.lru.stats()
+        self.store.lru.stats()
     }
 
     pub fn budget(&self) -> u64 {
-        self.lru.budget()
+        self.store.lru.budget()
     }
 
     /// Keys whose work is running now.
@@ -364,38 +403,48 @@ where
         self.flight.in_flight()
     }
 
+    /// Work that finished (and was cached) after every request waiting for it had gone.
+    pub fn abandoned(&self) -> u64 {
+        self.flight.abandoned()
+    }
+
     /// The cached value for `key`, or the result of `work` run once for all concurrent callers.
+    /// The work runs to its end and fills the cache even when every caller has gone.
     pub async fn get_or_compute<F, Fut>(&self, key: K, work: F) -> (Result<V, E>, Lookup)
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        if let Some(v) = self.lru.get(&key) {
+        if let Some(v) = self.store.lru.get(&key) {
             return (Ok(v), Lookup::Hit);
         }
-        if let Some(e) = self.negative.get(&key) {
+        if let Some(e) = self.store.negative.get(&key) {
             CacheStats::add(&self.stats().negative_hits, 1);
             return (Err(e), Lookup::Hit);
         }
+        let store = self.store.clone();
         let flight_key = key.clone();
-        let (result, led) = self
+        let ran = self
             .flight
-            .run(flight_key, || async {
+            .run(flight_key, move || async move {
                 // A previous leader may have filled the cache between our miss and now.
-                if let Some(v) = self.lru.peek_fresh(&key) {
+                if let Some(v) = store.lru.peek_fresh(&key) {
                     return Ok(v);
                 }
                 let result = work().await;
                 match &result {
                     Ok(v) => {
-                        self.lru.insert(key.clone(), v.clone());
+                        store.lru.insert(key, v.clone());
                     }
-                    Err(e) if e.remember() => self.negative.insert(key.clone(), e.clone()),
+                    Err(e) if e.remember() => store.negative.insert(key, e.clone()),
                     Err(_) => {}
                 }
                 result
             })
             .await;
+        let Some((result, led)) = ran else {
+            return (Err(E::lost()), Lookup::Miss);
+        };
         if led {
             (result, Lookup::Miss)
         } else {
@@ -429,6 +478,9 @@ mod tests {
     impl Remember for Fail {
         fn remember(&self) -> bool {
             self.0
+        }
+        fn lost() -> Self {
+            Fail(false)
         }
     }
 
@@ -486,7 +538,7 @@ mod tests {
             let (cache, runs) = (cache.clone(), runs.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_compute("k", || async {
+                    .get_or_compute("k", move || async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok(Bytes::from_static(b"v"))
@@ -509,25 +561,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_leader_does_not_wedge_followers() {
+    async fn a_leader_that_leaves_does_not_cancel_the_work() {
+        let cache: Arc<Cache<u8, Bytes, Fail>> =
+            Arc::new(Cache::new(1 << 20, 1 << 16, Duration::from_secs(30)));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (cache.clone(), runs.clone());
+        let leader = tokio::spawn(async move {
+            c.get_or_compute(1, move || async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::from_static(b"first"))
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.abort();
+        // Nobody waits now; the work still finishes and fills the cache.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.abandoned(), 1);
+        assert_eq!(cache.in_flight(), 0);
+        let (v, how) = cache
+            .get_or_compute(1, || async { Ok(Bytes::from_static(b"second")) })
+            .await;
+        assert_eq!(
+            (v.unwrap(), how),
+            (Bytes::from_static(b"first"), Lookup::Hit)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_work_does_not_wedge_followers() {
         let cache: Arc<Cache<u8, Bytes, Fail>> =
             Arc::new(Cache::new(1 << 20, 1 << 16, Duration::from_secs(30)));
         let c = cache.clone();
         let leader = tokio::spawn(async move {
             c.get_or_compute(1, || async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(Bytes::from_static(b"never"))
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                panic!("work dies on purpose")
             })
             .await
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let c = cache.clone();
         let follower = tokio::spawn(async move {
             c.get_or_compute(1, || async { Ok(Bytes::from_static(b"second")) })
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        leader.abort();
+        let (v, how) = tokio::time::timeout(Duration::from_secs(5), leader)
+            .await
+            .expect("leader must not hang")
+            .unwrap();
+        assert_eq!((v, how), (Err(Fail(false)), Lookup::Miss));
         let (v, how) = tokio::time::timeout(Duration::from_secs(5), follower)
             .await
             .expect("follower must not hang")

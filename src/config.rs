@@ -60,6 +60,24 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     /// Seconds a client may pause while sending a request body before the request is dropped.
     pub client_idle_timeout_s: u64,
+    /// Bytes per second a request body must average once `client_idle_timeout_s` of grace is
+    /// spent (0: no minimum); a body trickled slower is dropped with 408.
+    pub client_body_min_rate: u64,
+    /// The control plane (rewrite endpoint, metrics): its own listener, loopback by default;
+    /// empty turns it off.
+    pub admin_listen: String,
+    /// When set, control-plane requests must carry `Authorization: Bearer <token from file>`.
+    pub admin_token_file: PathBuf,
+    /// Seconds from accept until the first request head must be complete.
+    pub header_timeout_s: u64,
+    /// Seconds an idle keep-alive connection (HTTP/1.1 or HTTP/2) stays open.
+    pub keepalive_timeout_s: u64,
+    /// Seconds a response write may stay blocked on a client that does not read.
+    pub send_timeout_s: u64,
+    /// Client connections open at once (public listener); beyond it idle ones are closed first.
+    pub max_connections: usize,
+    /// Seconds between HTTP/2 keep-alive pings; a ping unanswered as long closes the connection.
+    pub http2_ping_interval_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +88,14 @@ impl Default for ServerConfig {
             public_base_url: String::new(),
             shutdown_grace_s: 30,
             client_idle_timeout_s: 30,
+            client_body_min_rate: 1024,
+            admin_listen: "127.0.0.1:8079".into(),
+            admin_token_file: PathBuf::new(),
+            header_timeout_s: 10,
+            keepalive_timeout_s: 75,
+            send_timeout_s: 30,
+            max_connections: 4096,
+            http2_ping_interval_s: 30,
         }
     }
 }
@@ -380,8 +406,29 @@ impl Config {
         if let Some(listen) = &overrides.listen {
             config.server.listen = listen.clone();
         }
+        if let Some(dir) = file.and_then(|(path, _)| path.parent()) {
+            config.resolve_paths(dir);
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes every relative file path absolute against `dir`, the config file's directory, so a
+    /// server started from anywhere finds the same key files.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        resolve(&mut self.signing.key_file);
+        self.signing.verify_key_files.iter_mut().for_each(resolve);
+        resolve(&mut self.server.admin_token_file);
+        for file in &mut self.upstream.ca_files {
+            let mut p = PathBuf::from(&*file);
+            resolve(&mut p);
+            *file = p.to_string_lossy().into_owned();
+        }
     }
 
     /// Checks every value that types alone cannot, naming the key at fault.
@@ -390,6 +437,19 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("server.listen", format!("not an address:port: {e}")))?;
+        if !self.server.admin_listen.is_empty() {
+            let admin = self
+                .server
+                .admin_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("server.admin_listen", format!("not an address:port: {e}")))?;
+            if admin.port() != 0 && self.server.listen.parse::<SocketAddr>().ok() == Some(admin) {
+                return Err(invalid(
+                    "server.admin_listen",
+                    "must differ from server.listen: the control plane is never public",
+                ));
+            }
+        }
         let prefix = &self.server.public_prefix;
         if prefix.contains("://") {
             let url = url::Url::parse(prefix)
@@ -469,6 +529,16 @@ impl Config {
                 "server.client_idle_timeout_s",
                 self.server.client_idle_timeout_s,
             ),
+            ("server.header_timeout_s", self.server.header_timeout_s),
+            (
+                "server.keepalive_timeout_s",
+                self.server.keepalive_timeout_s,
+            ),
+            ("server.send_timeout_s", self.server.send_timeout_s),
+            (
+                "server.http2_ping_interval_s",
+                self.server.http2_ping_interval_s,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -508,6 +578,7 @@ impl Config {
             ("image.queue", self.image.queue),
             ("upstream.max_fetches", self.upstream.max_fetches),
             ("upstream.fetch_queue", self.upstream.fetch_queue),
+            ("server.max_connections", self.server.max_connections),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

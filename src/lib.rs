@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod hosts;
 pub mod pipeline;
 pub mod rewrite;
+pub mod secret_file;
 pub mod server;
 pub mod signing;
 pub mod urls;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgrelay::config::Config;
-use imgrelay::server::{self, AppState};
+use imgrelay::server::connections::{connection_budget, ConnLimits};
+use imgrelay::server::{self, AppState, Listeners};
 use imgrelay::signing::KeyRing;
 use tracing_subscriber::EnvFilter;
 
@@ -56,6 +57,9 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config) -> Result<(), String> {
     let (keys, created) =
         KeyRing::load_or_create(&config.signing).map_err(|e| format!("signing key: {e}"))?;
+    for warning in keys.warnings() {
+        tracing::warn!("signing key file {warning}");
+    }
     if created {
         tracing::warn!(
             path = %config.signing.key_file.display(),
@@ -63,18 +67,74 @@ async fn serve(config: Config) -> Result<(), String> {
         );
     }
     let state = Arc::new(AppState::new(&config, keys).map_err(|e| e.to_string())?);
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+    if state.page_proxy_on() && config.upstream.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "the page proxy signs every wrapped image URL in the origin's pages, user comments \
+             included, and upstream.allowed_hosts is empty: any host written into a page can be \
+             fetched through this server; list the image hosts in upstream.allowed_hosts"
+        );
+    }
+    let server = &config.server;
+    // Descriptors beyond client connections: upstream fetches, origin connections, the control
+    // plane, files and the runtime's own.
+    let reserve = config.upstream.max_fetches as u64 + server::CONTROL_MAX_CONNECTIONS as u64 + 64;
+    let (max_connections, fd_limit) = connection_budget(server.max_connections, reserve);
+    if max_connections < server.max_connections {
+        tracing::warn!(
+            configured = server.max_connections,
+            effective = max_connections,
+            fd_limit,
+            "server.max_connections lowered to fit the open-file limit (ulimit -n)"
+        );
+    }
+    let public = tokio::net::TcpListener::bind(&server.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let addr = listener
+        .map_err(|e| format!("cannot listen on {}: {e}", server.listen))?;
+    let addr = public
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
-    tracing::info!(%addr, "listening");
+    let control = if server.admin_listen.is_empty() {
+        tracing::info!("control plane off (server.admin_listen is empty)");
+        None
+    } else {
+        let control = tokio::net::TcpListener::bind(&server.admin_listen)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {} (server.admin_listen): {e}",
+                    server.admin_listen
+                )
+            })?;
+        let admin_addr = control
+            .local_addr()
+            .map_err(|e| format!("control listener address: {e}"))?;
+        if !admin_addr.ip().is_loopback() && server.admin_token_file.as_os_str().is_empty() {
+            tracing::warn!(
+                %admin_addr,
+                "the control plane listens beyond loopback without server.admin_token_file: \
+                 whoever reaches it can have URLs signed"
+            );
+        }
+        tracing::info!(%admin_addr, "control plane listening");
+        Some(control)
+    };
+    tracing::info!(%addr, max_connections, "listening");
+    let limits = ConnLimits {
+        max_connections,
+        header_timeout: Duration::from_secs(server.header_timeout_s),
+        keepalive_timeout: Duration::from_secs(server.keepalive_timeout_s),
+        send_timeout: Duration::from_secs(server.send_timeout_s),
+        http2_ping_interval: Duration::from_secs(server.http2_ping_interval_s),
+    };
     server::serve(
-        listener,
+        Listeners {
+            public,
+            public_limits: limits,
+            control,
+        },
         state,
         shutdown_signal(),
-        Duration::from_secs(config.server.shutdown_grace_s),
+        Duration::from_secs(server.shutdown_grace_s),
     )
     .await;
     Ok(())

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::SigningConfig;
+use crate::secret_file::{self, SecretError};
 
 /// Bytes of the HMAC-SHA256 output kept in a URL.
 pub const SIGNATURE_BYTES: usize = 16;
@@ -31,6 +32,8 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("key file {0}")]
+    Unsafe(#[source] SecretError),
 }
 
 /// One HMAC key, kept with its pre-keyed HMAC state: signing then costs a clone instead of the
@@ -58,6 +61,10 @@ impl Key {
                 hex_text.len(),
                 MIN_KEY_BYTES * 2
             ));
+        }
+        // A placeholder left in place, not a key: anyone could sign with it.
+        if bytes.iter().all(|&b| b == 0) {
+            return Err("the key is all zeros; write a random key (or delete the file and let `imgrelay serve` create one)".into());
         }
         Ok(Key::new(bytes))
     }
@@ -96,23 +103,18 @@ impl Key {
         URL_SAFE_NO_PAD.encode(self.mac(message.as_bytes()))
     }
 
-    fn load(path: &Path) -> Result<Key, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                KeyError::Missing {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                KeyError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
+    /// The key in `path`, and a warning when others may read the file.
+    fn load(path: &Path) -> Result<(Key, Option<String>), KeyError> {
+        let secret = secret_file::read(path).map_err(|e| match e {
+            SecretError::Missing { path } => KeyError::Missing { path },
+            SecretError::Read { path, source } => KeyError::Read { path, source },
+            unsafe_file @ SecretError::Writable { .. } => KeyError::Unsafe(unsafe_file),
         })?;
-        Key::from_hex(&text).map_err(|message| KeyError::Malformed {
+        let key = Key::from_hex(&secret.text).map_err(|message| KeyError::Malformed {
             path: path.to_path_buf(),
             message,
-        })
+        })?;
+        Ok((key, secret.warning))
     }
 }
 
@@ -120,24 +122,36 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     keys: Vec<Key>,
+    /// What an operator should fix about the key files (e.g. too open modes).
+    warnings: Vec<String>,
 }
 
 impl KeyRing {
     pub fn new(signing: Key, verify_only: Vec<Key>) -> KeyRing {
         let mut keys = vec![signing];
         keys.extend(verify_only);
-        KeyRing { keys }
+        KeyRing {
+            keys,
+            warnings: Vec::new(),
+        }
     }
 
-    /// Loads the key files named by the config; the signing key must exist.
+    /// Loads the key files named by the config; the signing key must exist. A key file that
+    /// group or others may write is refused; one they may read gives a warning.
     pub fn load(cfg: &SigningConfig) -> Result<KeyRing, KeyError> {
-        let signing = Key::load(&cfg.key_file)?;
-        let verify = cfg
-            .verify_key_files
-            .iter()
-            .map(|p| Key::load(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(KeyRing::new(signing, verify))
+        let mut warnings = Vec::new();
+        let mut keys = Vec::with_capacity(1 + cfg.verify_key_files.len());
+        for path in std::iter::once(&cfg.key_file).chain(&cfg.verify_key_files) {
+            let (key, warning) = Key::load(path)?;
+            keys.push(key);
+            warnings.extend(warning);
+        }
+        Ok(KeyRing { keys, warnings })
+    }
+
+    /// Problems with the key files worth telling the operator about.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Like [`KeyRing::load`], but first creates a missing signing key file with a fresh random
@@ -220,6 +234,7 @@ mod tests {
     #[test]
     fn key_text_rules() {
         assert!(Key::from_hex(&format!("  {}\n", "ab".repeat(32))).is_ok());
+        assert!(Key::from_hex(&"00".repeat(32)).is_err());
         assert!(Key::from_hex(&"ab".repeat(31)).is_err());
         assert!(Key::from_hex(&"zz".repeat(32)).is_err());
     }

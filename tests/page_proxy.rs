@@ -36,8 +36,14 @@ async fn open(
     body: &[u8],
 ) -> http::Response<Incoming> {
     let uri = req.uri_ref().unwrap().to_string();
+    // The rewrite endpoint lives on the control plane.
+    let addr = if uri.starts_with("/_imgrelay/") {
+        server.admin
+    } else {
+        server.addr
+    };
     let req = req
-        .uri(format!("http://{}{uri}", server.addr))
+        .uri(format!("http://{addr}{uri}"))
         .body(Full::new(Bytes::copy_from_slice(body)))
         .unwrap();
     tokio::time::timeout(Duration::from_secs(30), client().request(req))
@@ -106,7 +112,7 @@ async fn proxied_pages_come_back_rewritten() {
     assert!(image.header("content-type").starts_with("image/"));
 
     let metrics =
-        String::from_utf8_lossy(&server.get("/_imgrelay/metrics").await.body).into_owned();
+        String::from_utf8_lossy(&server.admin_get("/_imgrelay/metrics").await.body).into_owned();
     assert!(
         metrics.contains("imgrelay_request_duration_seconds_count{route=\"page\"}"),
         "{metrics}"
@@ -446,7 +452,7 @@ async fn rewrite_endpoint_streams_a_hexo_post_back() {
         "http://static.1sapp.com/x.jpg"
     );
 
-    let get = server.get("/_imgrelay/rewrite").await;
+    let get = server.admin_get("/_imgrelay/rewrite").await;
     assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get.header("allow"), "POST");
 }
@@ -517,7 +523,7 @@ async fn a_rewriter_bail_out_passes_the_rest_through_and_is_counted() {
 async fn a_client_pausing_its_rewrite_body_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_origin, _blog, server) = start(&[("SERVER__CLIENT_IDLE_TIMEOUT_S", "1")]).await;
-    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut socket = tokio::net::TcpStream::connect(server.admin).await.unwrap();
     let chunk = "<p>start</p>";
     let head = format!(
         "POST /_imgrelay/rewrite HTTP/1.1\r\nHost: blog\r\nContent-Type: text/html\r\n\

@@ -21,6 +21,9 @@ pub fn context(config: &Config) -> Result<Arc<RewriteContext>, ExitCode> {
         eprintln!("imgrelay: {e}");
         ExitCode::from(EXIT_FAILED)
     })?;
+    for warning in keys.warnings() {
+        eprintln!("imgrelay: warning: signing key file {warning}");
+    }
     RewriteContext::new(config, keys).map_err(|e| {
         eprintln!("imgrelay: {e}");
         ExitCode::from(EXIT_USAGE)

@@ -30,43 +30,50 @@ fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
         || a >= 240 // 240.0.0.0/4 reserved, incl. 255.255.255.255 broadcast
 }
 
+/// IPv6 is checked against an allow-list: only global unicast (2000::/3) is public, minus its
+/// special-purpose blocks. Anything new or odd (IPv4-compatible ::/96, discard 100::/64, ULA,
+/// link-local, multicast, unassigned space) is refused without having to be named.
 fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
-    // `to_ipv4_mapped` only unwraps ::ffff:a.b.c.d; `to_ipv4` would also turn ::1 into 0.0.0.1.
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_forbidden_v4(v4);
-    }
     let seg = ip.segments();
-    if let Some(v4) = embedded_v4(&seg) {
-        return is_forbidden_v4(v4);
+    match embedded_v4(&seg) {
+        Embedded::V4(v4) => return is_forbidden_v4(v4),
+        Embedded::Refused => return true,
+        Embedded::None => {}
     }
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (seg[0] & 0xfe00) == 0xfc00 // fc00::/7 unique local
-        || (seg[0] & 0xffc0) == 0xfe80 // fe80::/10 link-local
-        || (seg[0] & 0xffc0) == 0xfec0 // fec0::/10 deprecated site-local
-        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // 2001:db8::/32 documentation
+    (seg[0] & 0xe000) != 0x2000 // outside 2000::/3 global unicast
         || (seg[0] == 0x2001 && seg[1] < 0x0200) // 2001::/23 IETF assignments (Teredo, ORCHID…)
-        || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // 100::/64 discard
-        || seg[..6] == [0, 0, 0, 0, 0, 0] // ::/96 deprecated IPv4-compatible (incl. ::, ::1)
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // 2001:db8::/32 documentation
         || (seg[0] == 0x3fff && seg[1] < 0x1000) // 3fff::/20 documentation
 }
 
-/// IPv4 addresses carried inside IPv6 translation prefixes: NAT64 64:ff9b::/96 and
-/// 64:ff9b:1::/48, and 6to4 2002::/16.
-fn embedded_v4(seg: &[u16; 8]) -> Option<Ipv4Addr> {
+/// What an IPv6 address says about an IPv4 address inside it.
+enum Embedded {
+    /// The address reaches this IPv4 address, which decides.
+    V4(Ipv4Addr),
+    /// A translation prefix whose IPv4 part cannot be located: refused whatever it holds.
+    Refused,
+    None,
+}
+
+/// IPv4 addresses carried in IPv6: IPv4-mapped ::ffff:0:0/96, IPv4-translated ::ffff:0:0:0/96,
+/// NAT64 64:ff9b::/96 and 6to4 2002::/16. The local-use NAT64 prefix 64:ff9b:1::/48 may hold the
+/// IPv4 address at several offsets, so it is refused.
+fn embedded_v4(seg: &[u16; 8]) -> Embedded {
     let from = |hi: u16, lo: u16| {
         let [a, b] = hi.to_be_bytes();
         let [c, d] = lo.to_be_bytes();
         Ipv4Addr::new(a, b, c, d)
     };
-    if seg[0] == 0x0064 && seg[1] == 0xff9b && (seg[2..6] == [0, 0, 0, 0] || seg[2] == 1) {
-        return Some(from(seg[6], seg[7]));
+    match seg {
+        // `Ipv6Addr::to_ipv4` would also turn ::1 into 0.0.0.1; only these prefixes embed.
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo] => {
+            Embedded::V4(from(*hi, *lo))
+        }
+        [0x0064, 0xff9b, 0, 0, 0, 0, hi, lo] => Embedded::V4(from(*hi, *lo)),
+        [0x0064, 0xff9b, 1, ..] => Embedded::Refused,
+        [0x2002, hi, lo, ..] => Embedded::V4(from(*hi, *lo)),
+        _ => Embedded::None,
     }
-    if seg[0] == 0x2002 {
-        return Some(from(seg[1], seg[2]));
-    }
-    None
 }
 
 #[cfg(test)]
@@ -118,6 +125,16 @@ mod tests {
             "2002:c0a8:101::1",
             "2001:db8::1",
             "2001::1",
+            // IPv4-translated ::ffff:0:0:0/96
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "::ffff:0:a9fe:a9fe",
+            // outside global unicast
+            "100::1",
+            "4000::1",
+            "e000::1",
+            "::2",
+            "3fff::1",
         ] {
             assert!(forbidden(s), "{s} must be forbidden");
         }
@@ -138,6 +155,8 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
+            "::ffff:0:808:808",
+            "2001:4860:4860::8888",
         ] {
             assert!(!forbidden(s), "{s} must be allowed");
         }

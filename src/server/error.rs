@@ -9,6 +9,9 @@ use crate::cache::Remember;
 use crate::fetch::FetchError;
 use crate::urls::UrlError;
 
+/// Every answer imgrelay writes itself is inert in a browser: no script, no plugin, no frame.
+pub const SANDBOX_CSP: &str = "default-src 'none'; sandbox";
+
 /// Seconds a client is asked to wait when the transform or fetch queue is full.
 pub const RETRY_AFTER_S: u64 = 1;
 
@@ -54,6 +57,15 @@ pub enum RouteError {
     OriginUnreachable,
     #[error("origin timed out")]
     OriginTimeout,
+    /// A malformed request that no route should see (e.g. HTTP/1.1 without exactly one Host).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The control plane wants its token.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The client sent its request body too slowly.
+    #[error("request body too slow")]
+    RequestTimeout,
 }
 
 impl From<PoolError> for RouteError {
@@ -77,14 +89,20 @@ impl RouteError {
             RouteError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RouteError::OriginUnreachable => StatusCode::BAD_GATEWAY,
             RouteError::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
+            RouteError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RouteError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RouteError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     pub fn fault(&self) -> Fault {
         match self {
-            RouteError::Url(_) | RouteError::NotFound | RouteError::MethodNotAllowed { .. } => {
-                Fault::Client
-            }
+            RouteError::Url(_)
+            | RouteError::NotFound
+            | RouteError::MethodNotAllowed { .. }
+            | RouteError::BadRequest(_)
+            | RouteError::Unauthorized
+            | RouteError::RequestTimeout => Fault::Client,
             RouteError::Fetch(FetchError::HostNotAllowed(_) | FetchError::Forbidden(_)) => {
                 Fault::Client
             }
@@ -118,6 +136,16 @@ impl RouteError {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX_CSP),
+        );
+        if matches!(self, RouteError::Unauthorized) {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"imgrelay\""),
+            );
+        }
         if matches!(self, RouteError::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
@@ -133,6 +161,10 @@ impl Remember for RouteError {
     /// do not.
     fn remember(&self) -> bool {
         matches!(self, RouteError::Fetch(_) | RouteError::Image { .. })
+    }
+
+    fn lost() -> Self {
+        RouteError::Internal("the work for this image ended without a result".into())
     }
 }
 
@@ -162,6 +194,7 @@ mod tests {
         }
         let r = RouteError::Busy.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], SANDBOX_CSP);
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
     }
 }

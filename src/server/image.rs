@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::body::{empty, full, Body};
-use super::error::RouteError;
+use super::error::{RouteError, SANDBOX_CSP};
 use super::metrics::{CacheView, Metrics, StageLoad};
 use super::pool::{Gate, WorkPool};
 use crate::cache::{Cache, Lookup, Weigh};
@@ -62,15 +62,21 @@ struct TransformSettings {
 
 pub struct ImageRoute {
     signer: UrlSigner,
+    variants: Cache<VariantKey, Arc<Variant>, RouteError>,
+    /// Shared with the work tasks, which outlive the request that started them.
+    work: Arc<Work>,
+    cache_control: HeaderValue,
+}
+
+/// What producing a variant needs: fetching (through the source cache) and transforming.
+struct Work {
     fetcher: Fetcher,
     sources: Cache<String, Bytes, RouteError>,
-    variants: Cache<VariantKey, Arc<Variant>, RouteError>,
     pool: WorkPool,
     fetches: Gate,
     /// Longest wait for a place among the fetches.
     fetch_wait: Duration,
     settings: TransformSettings,
-    cache_control: HeaderValue,
     metrics: Arc<Metrics>,
 }
 
@@ -94,30 +100,32 @@ impl ImageRoute {
         let negative_ttl = Duration::from_secs(cache.negative_ttl_s);
         Ok(ImageRoute {
             signer,
-            fetcher: Fetcher::from_config(config)?,
-            sources: Cache::new(
-                cache.source_memory_mb.saturating_mul(MB),
-                cache.max_entry_bytes,
-                negative_ttl,
-            ),
             variants: Cache::new(
                 cache.memory_mb.saturating_mul(MB),
                 cache.max_entry_bytes,
                 negative_ttl,
             ),
-            pool: WorkPool::new(config.image.workers(), config.image.queue),
-            fetches: Gate::new(config.upstream.max_fetches, config.upstream.fetch_queue),
-            fetch_wait: Duration::from_millis(config.upstream.timeout_ms),
-            settings: TransformSettings {
-                preference: preference.into(),
-                quality: config.image.quality,
-                max_src_pixels: config.image.max_src_pixels,
-                max_output_pixels: config.image.max_output_pixels,
-                allow_svg: config.image.allow_svg,
-            },
+            work: Arc::new(Work {
+                fetcher: Fetcher::from_config(config)?,
+                sources: Cache::new(
+                    cache.source_memory_mb.saturating_mul(MB),
+                    cache.max_entry_bytes,
+                    negative_ttl,
+                ),
+                pool: WorkPool::new(config.image.workers(), config.image.queue),
+                fetches: Gate::new(config.upstream.max_fetches, config.upstream.fetch_queue),
+                fetch_wait: Duration::from_millis(config.upstream.timeout_ms),
+                settings: TransformSettings {
+                    preference: preference.into(),
+                    quality: config.image.quality,
+                    max_src_pixels: config.image.max_src_pixels,
+                    max_output_pixels: config.image.max_output_pixels,
+                    allow_svg: config.image.allow_svg,
+                },
+                metrics,
+            }),
             cache_control: HeaderValue::from_str(&config.http.cache_control)
                 .map_err(|e| invalid("http.cache_control", e.to_string()))?,
-            metrics,
         })
     }
 
@@ -133,25 +141,31 @@ impl ImageRoute {
         }
         let request = self.signer.verify_path(path)?;
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        let formats =
-            pipeline::negotiate(accept, &self.settings.preference, request.options.format);
+        let formats = pipeline::negotiate(
+            accept,
+            &self.work.settings.preference,
+            request.options.format,
+        );
         let key = VariantKey {
             source: request.source.to_string(),
             options: request.options,
             formats,
         };
+        let work = self.work.clone();
         let (result, lookup) = self
             .variants
-            .get_or_compute(key, || {
-                self.render(request.source.clone(), request.options, formats)
+            .get_or_compute(key, move || {
+                work.render(request.source, request.options, formats)
             })
             .await;
         let variant = result?;
         Ok(self.variant_response(method, headers, &variant, lookup))
     }
+}
 
+impl Work {
     async fn render(
-        &self,
+        self: Arc<Self>,
         source: Url,
         options: Options,
         accepted: FormatSet,
@@ -188,19 +202,21 @@ impl ImageRoute {
     }
 
     /// The upstream bytes of `url`, fetched once for every variant wanting them.
-    async fn source(&self, url: &Url) -> Result<Bytes, RouteError> {
+    async fn source(self: &Arc<Self>, url: &Url) -> Result<Bytes, RouteError> {
+        let work = self.clone();
+        let url = url.clone();
         let (result, _) = self
             .sources
-            .get_or_compute(url.to_string(), || async {
+            .get_or_compute(url.to_string(), move || async move {
                 // Bounds the memory upstream bodies take: max_fetches × upstream.max_bytes.
-                let _place = tokio::time::timeout(self.fetch_wait, self.fetches.enter())
+                let _place = tokio::time::timeout(work.fetch_wait, work.fetches.enter())
                     .await
                     .map_err(|_| RouteError::Busy)??;
-                self.metrics
+                work.metrics
                     .upstream_fetches
                     .fetch_add(1, Ordering::Relaxed);
-                self.fetcher.fetch(url).await.map_err(|e| {
-                    self.metrics.upstream_error(e.kind());
+                work.fetcher.fetch(&url).await.map_err(|e| {
+                    work.metrics.upstream_error(e.kind());
                     tracing::debug!(url = %url, error = %e, "upstream fetch failed");
                     RouteError::Fetch(e)
                 })
@@ -208,7 +224,9 @@ impl ImageRoute {
             .await;
         result
     }
+}
 
+impl ImageRoute {
     fn variant_response(
         &self,
         method: &Method,
@@ -239,7 +257,7 @@ impl ImageRoute {
         );
         h.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; sandbox"),
+            HeaderValue::from_static(SANDBOX_CSP),
         );
         h.insert(
             "x-cache",
@@ -256,16 +274,19 @@ impl ImageRoute {
     }
 
     pub fn caches(&self) -> [CacheView<'_>; 2] {
+        let sources = &self.work.sources;
         [
             CacheView {
                 name: "variants",
                 stats: self.variants.stats(),
                 budget: self.variants.budget(),
+                abandoned: self.variants.abandoned(),
             },
             CacheView {
                 name: "sources",
-                stats: self.sources.stats(),
-                budget: self.sources.budget(),
+                stats: sources.stats(),
+                budget: sources.budget(),
+                abandoned: sources.abandoned(),
             },
         ]
     }
@@ -274,12 +295,12 @@ impl ImageRoute {
     pub fn load(&self) -> (StageLoad, StageLoad) {
         (
             StageLoad {
-                queued: self.pool.queued(),
-                running: self.pool.running(),
+                queued: self.work.pool.queued(),
+                running: self.work.pool.running(),
             },
             StageLoad {
-                queued: self.fetches.queued(),
-                running: self.fetches.running(),
+                queued: self.work.fetches.queued(),
+                running: self.work.fetches.running(),
             },
         )
     }

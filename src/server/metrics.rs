@@ -45,6 +45,11 @@ pub struct Metrics {
     page_proxy_errors: Mutex<BTreeMap<&'static str, u64>>,
     rewrite_errors: Mutex<BTreeMap<&'static str, u64>>,
     rewriter_bailouts: Mutex<BTreeMap<&'static str, u64>>,
+    /// Open client connections by plane.
+    connections_open: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections the server closed, by plane and reason.
+    connection_closes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    accept_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Upstream fetches started (after the source cache and single-flight).
     pub upstream_fetches: AtomicU64,
     /// Transforms run (after the variant cache and single-flight).
@@ -63,6 +68,8 @@ pub struct CacheView<'a> {
     pub name: &'static str,
     pub stats: &'a CacheStats,
     pub budget: u64,
+    /// Work finished and cached after every request waiting for it had gone.
+    pub abandoned: u64,
 }
 
 impl Metrics {
@@ -94,6 +101,34 @@ impl Metrics {
     /// The rewriter passed (the rest of) a document through unchanged, by reason.
     pub fn rewriter_bailout(&self, reason: &'static str) {
         bump(&self.rewriter_bailouts, reason);
+    }
+
+    pub fn connection_opened(&self, plane: &'static str) {
+        bump(&self.connections_open, plane);
+    }
+
+    pub fn connection_ended(&self, plane: &'static str) {
+        let mut open = self
+            .connections_open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(plane) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The server closed a connection: `header_timeout`, `idle`, `send_timeout`, `evicted`.
+    pub fn connection_closed(&self, plane: &'static str, reason: &'static str) {
+        *self
+            .connection_closes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((plane, reason))
+            .or_default() += 1;
+    }
+
+    pub fn accept_error(&self, plane: &'static str) {
+        bump(&self.accept_errors, plane);
     }
 
     pub fn render(
@@ -144,6 +179,36 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
         }
+        let open = self
+            .connections_open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        out.push_str("# TYPE imgrelay_connections_open gauge\n");
+        for (plane, n) in open {
+            let _ = writeln!(out, "imgrelay_connections_open{{plane=\"{plane}\"}} {n}");
+        }
+        let closes = self
+            .connection_closes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        out.push_str("# TYPE imgrelay_connections_closed_total counter\n");
+        for ((plane, reason), n) in closes {
+            let _ = writeln!(
+                out,
+                "imgrelay_connections_closed_total{{plane=\"{plane}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        let accept = self
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        out.push_str("# TYPE imgrelay_accept_errors_total counter\n");
+        for (plane, n) in accept {
+            let _ = writeln!(out, "imgrelay_accept_errors_total{{plane=\"{plane}\"}} {n}");
+        }
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
@@ -186,6 +251,14 @@ impl Metrics {
                     load(get(c.stats))
                 );
             }
+        }
+        out.push_str("# TYPE imgrelay_cache_abandoned_total counter\n");
+        for c in caches {
+            let _ = writeln!(
+                out,
+                "imgrelay_cache_abandoned_total{{cache=\"{}\"}} {}",
+                c.name, c.abandoned
+            );
         }
         out.push_str("# TYPE imgrelay_cache_budget_bytes gauge\n");
         for c in caches {

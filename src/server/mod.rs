@@ -4,6 +4,8 @@
 //! returning `Result<Response<Body>, RouteError>`.
 
 pub mod body;
+pub mod client_body;
+pub mod connections;
 pub mod decode;
 pub mod error;
 pub mod image;
@@ -13,26 +15,25 @@ pub mod pool;
 pub mod rewrite_route;
 pub mod stream;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
 use crate::rewrite::RewriteContext;
+use crate::secret_file;
 use crate::signing::KeyRing;
 use crate::urls::UrlSigner;
 use body::{full, Body, BoxError};
+use client_body::{BodyPace, ClientBody};
+use connections::{ConnLimits, Handler, Listener};
 use error::RouteError;
 use image::ImageRoute;
 use metrics::Metrics;
@@ -47,6 +48,27 @@ const LOGGED_PATH_CHARS: usize = 120;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Which listener a request came in on. The public plane serves images, healthz and the page
+/// proxy; the control plane serves what signs URLs or reveals internals (the rewrite endpoint,
+/// metrics), so strangers can neither get URLs signed nor read the server's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Public,
+    Control,
+}
+
+impl Plane {
+    fn name(self) -> &'static str {
+        match self {
+            Plane::Public => "public",
+            Plane::Control => "control",
+        }
+    }
+}
+
+/// Connections the control plane holds at most: it serves operators and scrapers, not readers.
+pub const CONTROL_MAX_CONNECTIONS: usize = 64;
+
 /// Everything the routes share.
 pub struct AppState {
     route_prefix: String,
@@ -57,6 +79,9 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     /// Longest pause in a request body the service reads itself.
     client_idle: Duration,
+    body_pace: BodyPace,
+    /// The bearer token the control plane wants, when one is configured.
+    admin_token: Option<Vec<u8>>,
 }
 
 /// Which route answered, for logs and metrics.
@@ -84,7 +109,9 @@ impl Route {
 }
 
 impl AppState {
+    /// Builds the routes; the control plane's token file, when configured, is read here.
     pub fn new(config: &Config, keys: KeyRing) -> Result<AppState, ConfigError> {
+        let admin_token = read_admin_token(config)?;
         let metrics = Arc::new(Metrics::default());
         let rewrite =
             RewriteContext::new(config, keys.clone()).map_err(|e| ConfigError::Invalid {
@@ -100,18 +127,44 @@ impl AppState {
             page,
             metrics,
             client_idle: Duration::from_secs(config.server.client_idle_timeout_s),
+            body_pace: BodyPace {
+                idle: Duration::from_secs(config.server.client_idle_timeout_s),
+                min_rate: config.server.client_body_min_rate,
+            },
+            admin_token,
         })
     }
 
-    fn classify(&self, path: &str) -> Route {
-        match path {
-            "/_imgrelay/healthz" => Route::Health,
-            "/_imgrelay/metrics" => Route::Metrics,
-            "/_imgrelay/rewrite" => Route::Rewrite,
+    /// True when the page proxy is on: it signs whatever wrapped URLs the origin's pages hold.
+    pub fn page_proxy_on(&self) -> bool {
+        self.page.is_some()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn classify(&self, plane: Plane, path: &str) -> Route {
+        match (plane, path) {
+            (_, "/_imgrelay/healthz") => Route::Health,
+            (Plane::Control, "/_imgrelay/metrics") => Route::Metrics,
+            (Plane::Control, "/_imgrelay/rewrite") => Route::Rewrite,
+            (Plane::Control, _) => Route::Other,
             _ if self.image_path(path).is_some() => Route::Image,
             _ if path.starts_with(INTERNAL_PREFIX) || self.page.is_none() => Route::Other,
             _ => Route::Page,
         }
+    }
+
+    /// The control plane's token check: constant-time, so timing tells nothing of the token.
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.admin_token else {
+            return true;
+        };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|given| bool::from(given.trim_ascii().ct_eq(token)))
     }
 
     fn image_path<'a>(&self, path: &'a str) -> Option<&'a str> {
@@ -121,33 +174,44 @@ impl AppState {
 
     /// Dispatches one request to its route. The request is owned so that routes which stream
     /// the request body (a page proxy, the rewriter) can take it.
-    pub async fn route<B>(&self, req: Request<B>) -> Response<Body>
+    pub async fn route<B>(&self, plane: Plane, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let path = req.uri().path();
-        let result = match self.classify(path) {
-            Route::Image => match self.image_path(path) {
-                Some(rest) => self.image.respond(req.method(), req.headers(), rest).await,
-                None => Err(RouteError::NotFound),
-            },
-            Route::Health => text(req.method(), "ok\n"),
-            Route::Metrics => {
-                let (transforms, fetches) = self.image.load();
-                let body = self
-                    .metrics
-                    .render(&self.image.caches(), transforms, fetches);
-                text(req.method(), body)
+        let route = self.classify(plane, path);
+        let checked = well_formed(&req).and_then(|()| {
+            let guarded = plane == Plane::Control && !matches!(route, Route::Health);
+            if guarded && !self.authorized(&req) {
+                return Err(RouteError::Unauthorized);
             }
-            Route::Rewrite => {
-                rewrite_route::respond(req, &self.rewrite, &self.metrics, self.client_idle)
-            }
-            Route::Page => match &self.page {
-                Some(page) => page.respond(req).await,
-                None => Err(RouteError::NotFound),
+            Ok(())
+        });
+        let result = match checked.map(|()| route) {
+            Err(e) => Err(e),
+            Ok(route) => match route {
+                Route::Image => match self.image_path(path) {
+                    Some(rest) => self.image.respond(req.method(), req.headers(), rest).await,
+                    None => Err(RouteError::NotFound),
+                },
+                Route::Health => text(req.method(), "ok\n"),
+                Route::Metrics => {
+                    let (transforms, fetches) = self.image.load();
+                    let body = self
+                        .metrics
+                        .render(&self.image.caches(), transforms, fetches);
+                    text(req.method(), body)
+                }
+                Route::Rewrite => {
+                    rewrite_route::respond(req, &self.rewrite, &self.metrics, self.client_idle)
+                }
+                Route::Page => match &self.page {
+                    Some(page) => page.respond(req).await,
+                    None => Err(RouteError::NotFound),
+                },
+                Route::Other => Err(RouteError::NotFound),
             },
-            Route::Other => Err(RouteError::NotFound),
         };
         result.unwrap_or_else(|e| {
             if e.fault() != error::Fault::Client {
@@ -158,17 +222,17 @@ impl AppState {
     }
 
     /// Routes, counts and logs one request.
-    async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    async fn handle<B>(&self, plane: Plane, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let route = self.classify(req.uri().path());
+        let route = self.classify(plane, req.uri().path());
         let method = req.method().clone();
         // Shares the request's bytes: nothing is copied unless the line is written.
         let uri = req.uri().clone();
-        let response = self.route(req).await;
+        let response = self.route(plane, req).await;
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics.response(route.name(), status, elapsed);
@@ -218,57 +282,121 @@ fn text(method: &Method, body: impl Into<bytes::Bytes>) -> Result<Response<Body>
     Ok(response)
 }
 
-/// Serves connections from `listener` until `shutdown` resolves, then stops accepting and gives
-/// in-flight requests up to `grace` to finish.
+/// Rejects what no route should see: TRACE and CONNECT (never forwarded to an origin), and an
+/// HTTP/1.1 request without exactly one Host (RFC 9112 §3.2; more than one anywhere).
+fn well_formed<B>(req: &Request<B>) -> Result<(), RouteError> {
+    if req.method() == Method::TRACE || req.method() == Method::CONNECT {
+        return Err(RouteError::MethodNotAllowed {
+            allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        });
+    }
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(RouteError::BadRequest("more than one Host header"));
+    }
+    if hosts == 0 && req.version() == Version::HTTP_11 {
+        return Err(RouteError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    Ok(())
+}
+
+/// The control plane's token, read from `server.admin_token_file` with the key files' rules.
+fn read_admin_token(config: &Config) -> Result<Option<Vec<u8>>, ConfigError> {
+    let path = &config.server.admin_token_file;
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "server.admin_token_file".into(),
+        message,
+    };
+    let secret = secret_file::read(path).map_err(|e| invalid(e.to_string()))?;
+    if let Some(warning) = &secret.warning {
+        tracing::warn!("control-plane token file {warning}");
+    }
+    let token = secret.text.trim();
+    if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(invalid(
+            "the token must be at least 16 printable characters without spaces".into(),
+        ));
+    }
+    Ok(Some(token.as_bytes().to_vec()))
+}
+
+/// One plane's view of the shared state, as its listener serves it.
+struct PlaneHandler {
+    state: Arc<AppState>,
+    plane: Plane,
+}
+
+impl Handler for PlaneHandler {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let pace = self.state.body_pace;
+        let mut req = req.map(|body| ClientBody::new(body, pace));
+        req.extensions_mut().insert(PeerAddr(peer));
+        self.state.handle(self.plane, req).await
+    }
+}
+
+/// The sockets `serve` listens on.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub public_limits: ConnLimits,
+    /// The control plane, when `server.admin_listen` is set.
+    pub control: Option<TcpListener>,
+}
+
+/// Serves both planes until `shutdown` resolves, then stops accepting and gives in-flight
+/// requests up to `grace` to finish.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer lets hyper drop clients that never finish sending their headers.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and similar: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(state.handle(req).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = state.metrics.clone();
+    let control_limits = ConnLimits {
+        max_connections: CONTROL_MAX_CONNECTIONS,
+        ..listeners.public_limits
+    };
+    let mut slots = vec![Listener {
+        listener: listeners.public,
+        limits: listeners.public_limits,
+        handler: Arc::new(PlaneHandler {
+            state: state.clone(),
+            plane: Plane::Public,
+        }),
+        plane: Plane::Public.name(),
     }
-    drop(listener);
+    .spawn(metrics.clone(), stopped.clone())];
+    if let Some(control) = listeners.control {
+        slots.push(
+            Listener {
+                listener: control,
+                limits: control_limits,
+                handler: Arc::new(PlaneHandler {
+                    state,
+                    plane: Plane::Control,
+                }),
+                plane: Plane::Control.name(),
+            }
+            .spawn(metrics, stopped),
+        );
+    }
+    shutdown.await;
+    let _ = stop.send(true);
     tracing::info!(
         grace_s = grace.as_secs(),
         "shutting down: draining in-flight requests"
     );
+    let drained = async {
+        for s in &slots {
+            s.drained().await;
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = drained => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
 }

@@ -5,7 +5,9 @@
 //! handed to the client as they are.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,11 +15,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
 
 use super::body::{empty, Body, BoxError, SourceBody};
+use super::client_body;
 use super::decode::{decoded, Coding};
 use super::error::RouteError;
 use super::metrics::Metrics;
@@ -35,7 +40,7 @@ pub struct PageProxy {
     base: Uri,
     /// The origin URL's path without its trailing slash, prepended to every request path.
     base_path: String,
-    client: Client<HttpConnector, SourceBody>,
+    client: Client<HttpConnector, Upload>,
     timeout: Duration,
     ctx: Arc<RewriteContext>,
     metrics: Arc<Metrics>,
@@ -82,17 +87,30 @@ impl PageProxy {
         B::Error: Into<BoxError>,
     {
         let head_request = req.method() == Method::HEAD;
-        let outgoing = self.outgoing(req)?;
-        let response = match tokio::time::timeout(self.timeout, self.client.request(outgoing)).await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
+        let (outgoing, uploaded) = self.outgoing(req)?;
+        // `origin.timeout_ms` bounds the origin's answer, so it starts once the client's upload
+        // is over; the upload itself is paced by the client body's own timeouts.
+        let origin_deadline = async {
+            let _ = uploaded.await;
+            tokio::time::sleep(self.timeout).await;
+        };
+        let answer = tokio::select! {
+            answer = self.client.request(outgoing) => Some(answer),
+            () = origin_deadline => None,
+        };
+        let response = match answer {
+            Some(Ok(response)) => response,
+            Some(Err(e)) if client_body::is_too_slow(&e) => {
+                self.metrics.page_proxy_error("client_body_timeout");
+                return Err(RouteError::RequestTimeout);
+            }
+            Some(Err(e)) => {
                 let kind = if e.is_connect() { "connect" } else { "request" };
                 tracing::warn!(kind, error = %e, source = ?std::error::Error::source(&e), "origin failed");
                 self.metrics.page_proxy_error(kind);
                 return Err(RouteError::OriginUnreachable);
             }
-            Err(_) => {
+            None => {
                 tracing::warn!(
                     timeout_ms = self.timeout.as_millis() as u64,
                     "origin timed out"
@@ -136,8 +154,11 @@ impl PageProxy {
     }
 
     /// The request to send to the origin: same method, path, headers (minus hop-by-hop) and
-    /// streamed body, plus `X-Forwarded-*`.
-    fn outgoing<B>(&self, req: Request<B>) -> Result<Request<SourceBody>, RouteError>
+    /// streamed body, plus `X-Forwarded-*`; and a signal that resolves when the body is sent.
+    fn outgoing<B>(
+        &self,
+        req: Request<B>,
+    ) -> Result<(Request<Upload>, oneshot::Receiver<()>), RouteError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -171,12 +192,52 @@ impl PageProxy {
             HeaderValue::from_static("identity"),
         );
         forwarded_headers(&mut headers, peer, client_host);
-        let mut out = Request::new(body.map_err(Into::into).boxed_unsync());
+        let (upload, uploaded) = Upload::new(body.map_err(Into::into).boxed_unsync());
+        let mut out = Request::new(upload);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
-        Ok(out)
+        Ok((out, uploaded))
+    }
+}
+
+/// The client's request body on its way to the origin, telling when it has all been sent.
+pub struct Upload {
+    body: SourceBody,
+    /// Dropped at the end of the body (or with it), which wakes the receiver.
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Upload {
+    fn new(body: SourceBody) -> (Upload, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let done = (!body.is_end_stream()).then_some(tx);
+        (Upload { body, done }, rx)
+    }
+}
+
+impl hyper::body::Body for Upload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
+            self.done = None;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -16,6 +16,7 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::body::{Body, BoxError, SourceBody};
+use super::client_body::is_too_slow;
 use super::metrics::Metrics;
 use crate::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
 
@@ -55,6 +56,9 @@ pub struct RewriteJob {
 pub enum SourceError {
     #[error("no data for {0:?}")]
     Idle(Duration),
+    /// The client sent its body too slowly (see [`super::client_body`]).
+    #[error("{0}")]
+    TooSlow(BoxError),
     #[error("body failed: {0}")]
     Failed(BoxError),
 }
@@ -62,7 +66,7 @@ pub enum SourceError {
 impl SourceError {
     pub fn kind(&self) -> &'static str {
         match self {
-            SourceError::Idle(_) => "body_timeout",
+            SourceError::Idle(_) | SourceError::TooSlow(_) => "body_timeout",
             SourceError::Failed(_) => "body",
         }
     }
@@ -109,7 +113,12 @@ async fn run(mut source: SourceBody, mut pump: Pump, tx: mpsc::Sender<Result<Byt
             Ok(None) => break,
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(e))) => {
-                fail(&pump, SourceError::Failed(e), &tx).await;
+                let e = if is_too_slow(&*e) {
+                    SourceError::TooSlow(e)
+                } else {
+                    SourceError::Failed(e)
+                };
+                fail(&pump, e, &tx).await;
                 return;
             }
             Err(e) => {

@@ -27,6 +27,9 @@ pub fn env_with(extra_rewrite: &str, extra_sections: &str) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = dir.path().join("imgrelay.key");
     std::fs::write(&key, format!("{KEY_HEX}\n")).expect("key");
+    // A key file others may read gets a warning; tests keep theirs private, as operators do.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("key mode");
     let config = dir.path().join("config.toml");
     let text = format!(
         "[server]\npublic_prefix = \"{PREFIX}\"\n[signing]\nkey_file = {key:?}\n[rewrite]\n{extra_rewrite}\n{extra_sections}\n"

@@ -37,6 +37,8 @@ const KEY_HEX: &str = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The control plane (rewrite endpoint, metrics).
+    pub admin: SocketAddr,
     pub signer: UrlSigner,
     logs: Arc<Mutex<Vec<String>>>,
     client: Client<HttpConnector, Empty<Bytes>>,
@@ -65,8 +67,14 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("imgrelay.key");
         std::fs::write(&key_file, KEY_HEX).unwrap();
+        // A key file others may read gets a warning; tests keep theirs private, as operators do.
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\
              [signing]\nkey_file = {key:?}\n\
              [upstream.resolve]\n{pins}",
             key = key_file.display().to_string(),
@@ -98,25 +106,33 @@ impl Server {
         let sink = logs.clone();
         // Keep draining stderr for the server's whole life so logging never blocks it.
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
+                if let Some(a) = logged_field(&line, "admin_addr") {
+                    admin = Some(a);
+                } else if let Some(addr) = logged_field(&line, "addr") {
+                    let _ = tx.send((addr, admin.take()));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().unwrap(),
+        let (addr, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((a, admin)) => (
+                a.parse().unwrap(),
+                admin.expect("control plane address logged before the listening line"),
+            ),
             Err(_) => {
                 let _ = child.kill();
                 panic!("server did not start: {:?}", logs.lock().unwrap());
             }
         };
+        let admin = admin.parse().unwrap();
         let key = Key::from_hex(KEY_HEX).unwrap();
         Server {
             child,
             addr,
+            admin,
             signer: UrlSigner::new(KeyRing::new(key, vec![]), "/img"),
             logs,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -131,9 +147,24 @@ impl Server {
     }
 
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request_to(self.addr, method, path, headers).await
+    }
+
+    /// A GET to the control plane.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.request_to(self.admin, Method::GET, path, &[]).await
+    }
+
+    pub async fn request_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+            .uri(format!("http://{addr}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -160,7 +191,7 @@ impl Server {
     /// Value of an unlabelled or labelled metric line, e.g. `imgrelay_transforms_total` or
     /// `imgrelay_cache_bytes{cache="variants"}`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self.get("/_imgrelay/metrics").await.body;
+        let text = self.admin_get("/_imgrelay/metrics").await.body;
         let text = String::from_utf8_lossy(&text).into_owned();
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -232,16 +263,17 @@ pub fn upstream(path: &str) -> String {
     format!("http://static.1sapp.com/{}", path.trim_start_matches('/'))
 }
 
-/// The bound address from the startup log line, in the text or the JSON log format.
-fn listening_addr(line: &str) -> Option<String> {
+/// A field of a startup log line (`addr`, `admin_addr`), in the text or the JSON log format.
+fn logged_field(line: &str, field: &str) -> Option<String> {
+    let prefix = format!("{field}=");
     if let Some(addr) = line
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
     {
         return Some(addr.to_string());
     }
     let json: serde_json::Value = serde_json::from_str(line).ok()?;
-    json["fields"]["addr"].as_str().map(str::to_string)
+    json["fields"][field].as_str().map(str::to_string)
 }
 
 /// One corpus page: its file name and the upstream URLs its rewritten form must proxy.
