@@ -188,7 +188,7 @@ if run_imgrelay; then
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "peak RSS MB" imgrelay \
         "$(( $("${HELPER[@]}" hwm "$IMGRELAY_PID") / 1024 ))"
     # What the in-memory caches hold by then (nginx keeps its cache on disk, outside its RSS).
-    cached=$("${HELPER[@]}" get "$IMGRELAY_PORT" /_imgrelay/metrics |
+    cached=$("${HELPER[@]}" get "$IMGRELAY_ADMIN_PORT" /_imgrelay/metrics |
         awk '/^imgrelay_cache_bytes\{/ { sum += $2 } END { printf "%d", sum / 1048576 }')
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "cache contents MB (variants + sources)" imgrelay "$cached"
 fi

@@ -94,9 +94,11 @@ if wanted hit; then
     : >"$RES"
     start_imgrelay hit-small
     SMALL_PORT=$IMGRELAY_PORT
+    SMALL_ADMIN=$IMGRELAY_ADMIN_PORT
     SMALL_PID=$IMGRELAY_PID
     start_imgrelay hit-large
     LARGE_PORT=$IMGRELAY_PORT
+    LARGE_ADMIN=$IMGRELAY_ADMIN_PORT
     LARGE_PID=$IMGRELAY_PID
     log "signing $LARGE pixel URLs"
     seq 0 $((LARGE - 1)) | sed "s|^|http://$ORIGIN_HOST/pixel-1x1.png?n=|" | $SIGN --size 1x1 |
@@ -111,14 +113,14 @@ if wanted hit; then
         log "filled $name ($(($(date +%s) - t0)) s): $out"
         [[ $(json_field "$out" errors) -eq 0 ]] || { log "errors while filling"; exit 1; }
     done
-    for spec in "$SMALL entries:$SMALL_PORT:$SMALL_PID:$SMALL" "$LARGE entries:$LARGE_PORT:$LARGE_PID:$LARGE"; do
-        IFS=: read -r name port pid count <<<"$spec"
+    for spec in "$SMALL entries:$SMALL_PORT:$SMALL_PID:$SMALL:$SMALL_ADMIN" "$LARGE entries:$LARGE_PORT:$LARGE_PID:$LARGE:$LARGE_ADMIN"; do
+        IFS=: read -r name port pid count admin <<<"$spec"
         # Every key of the set must now be a hit: probe the first and the last.
         for path in "$(head -n 1 "$WORK/pixels.txt")" "$(sed -n "${count}p" "$WORK/pixels.txt")"; do
             cache=$(json_field "$("${HELPER[@]}" probe "$port" "$path")" cache)
             [[ $cache == HIT ]] || { log "$name: $path is not cached ($cache)"; exit 1; }
         done
-        "${HELPER[@]}" get "$port" /_imgrelay/metrics | grep -E '^imgrelay_cache_[a-z_]+\{cache="variants"\}' |
+        "${HELPER[@]}" get "$admin" /_imgrelay/metrics | grep -E '^imgrelay_cache_[a-z_]+\{cache="variants"\}' |
             sed "s/^/[scaling] $name: /" >&2 || true
         "${HELPER[@]}" record "$RES" "after filling" "RSS MB" "$name" "$(($("${HELPER[@]}" rss "$pid") / 1024))"
     done

@@ -734,6 +734,32 @@ mod tests {
         let c = Config::from_parts(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.server.route_prefix(), "/img");
+        // Out of the box the control plane (it signs URLs) is reachable from this host only.
+        let admin: SocketAddr = c.server.admin_listen.parse().unwrap();
+        assert!(admin.ip().is_loopback());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let file = "[signing]\nkey_file = \"keys/k\"\nverify_key_files = [\"/abs/old\"]\n\
+                    [server]\nadmin_token_file = \"t\"\n";
+        let c = Config::from_parts(
+            Some((Path::new("/etc/imgrelay/config.toml"), file)),
+            env(&[]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.signing.key_file, Path::new("/etc/imgrelay/keys/k"));
+        assert_eq!(c.signing.verify_key_files, [PathBuf::from("/abs/old")]);
+        assert_eq!(c.server.admin_token_file, Path::new("/etc/imgrelay/t"));
+    }
+
+    #[test]
+    fn the_control_plane_cannot_share_the_public_address() {
+        let mut c = Config::default();
+        c.server.admin_listen = c.server.listen.clone();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.admin_listen"), "{err}");
     }
 
     #[test]

@@ -153,6 +153,11 @@ async fn upstream_faults_map_to_statuses() {
         assert_eq!(r.status.as_u16(), *status, "{path}: {:?}", r.body);
         if *status != 200 {
             assert_eq!(r.header("cache-control"), "no-store", "{path}");
+            assert_eq!(
+                r.header("content-security-policy"),
+                "default-src 'none'; sandbox",
+                "{path}"
+            );
         } else {
             decode(&r.body);
         }
@@ -251,6 +256,10 @@ async fn private_addresses_are_refused_without_reaching_them() {
         format!("http://localhost:{port}/photo-640x480.jpg"),
         format!("http://127.1:{port}/photo-640x480.jpg"),
         format!("http://2130706433:{port}/photo-640x480.jpg"),
+        // IPv4 inside IPv6: translated (::ffff:0:0:0/96), NAT64, deprecated compatible.
+        format!("http://[::ffff:0:7f00:1]:{port}/photo-640x480.jpg"),
+        format!("http://[64:ff9b::7f00:1]:{port}/photo-640x480.jpg"),
+        format!("http://[::127.0.0.1]:{port}/photo-640x480.jpg"),
         // Refused before any packet is sent: the guard checks the address, not the reply.
         "http://169.254.169.254/latest/meta-data/".to_string(),
         "http://10.0.0.1/photo-640x480.jpg".to_string(),
@@ -260,6 +269,10 @@ async fn private_addresses_are_refused_without_reaching_them() {
         let r = server.get(&server.path(source, "64x64")).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{source}: {:?}", r.body);
         assert_eq!(r.header("cache-control"), "no-store");
+        assert_eq!(
+            r.header("content-security-policy"),
+            "default-src 'none'; sandbox"
+        );
     }
     assert_eq!(origin.total(), 0, "no request reached the origin");
 
@@ -341,6 +354,47 @@ async fn concurrent_misses_fetch_and_transform_once() {
     assert_eq!(origin.hits("/slow/1/photo-640x480.jpg"), 1);
     assert_eq!(server.metric("imgrelay_transforms_total").await, 6);
     assert_eq!(server.metric("imgrelay_upstream_fetches_total").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_still_fill_the_cache_once() {
+    let origin = Origin::start().await;
+    let server = std::sync::Arc::new(Server::start(&origin, &[]));
+    // The upstream takes a second; every client hangs up after 0.1 s.
+    let path = server.path(&upstream("slow/1/photo-1280x960.jpg"), "320x0");
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let (server, path) = (server.clone(), path.clone());
+        clients.push(tokio::spawn(async move { server.get(&path).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for c in &clients {
+        c.abort();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .metric("imgrelay_cache_abandoned_total{cache=\"variants\"}")
+        .await
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned work never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(origin.hits("/slow/1/photo-1280x960.jpg"), 1);
+    assert_eq!(server.metric("imgrelay_upstream_fetches_total").await, 1);
+    assert_eq!(server.metric("imgrelay_transforms_total").await, 1);
+    let r = server.get(&path).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("x-cache"),
+        "HIT",
+        "the work nobody waited for was cached"
+    );
+    assert_eq!(decode(&r.body).width(), 320);
+    assert_eq!(server.metric("imgrelay_transforms_total").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -376,3 +376,69 @@ async fn pages_and_images_through_nginx() {
     assert!(tls_origin.total() >= 10);
     drop(nginx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_and_imgrelay_make_one_format_decision() {
+    let Some(binary) = nginx_binary() else {
+        assert!(std::env::var_os("CI").is_none(), "nginx is not installed");
+        eprintln!("\n!!!!!!!! SKIPPED: nginx is not installed !!!!!!!!\n");
+        return;
+    };
+    let origin = Origin::start().await;
+    let blog = Blog::start().await;
+    let blog_url = blog.url();
+    let server = Server::start(&origin, &[("ORIGIN__URL", &blog_url)]);
+    let (nginx, listen) = start_nginx(&binary, &server.addr.to_string());
+
+    // Each first client fills nginx's cache for its key; a client of the other kind follows
+    // and must get its own format, never the first one's.
+    // (Accept, the type it must get), a JPEG source, WebP configured.
+    const WEBP: &str = "image/webp";
+    const JPEG: &str = "image/jpeg";
+    let cases: [[(Option<&str>, &str); 2]; 6] = [
+        [(Some("IMAGE/WEBP"), WEBP), (Some("image/png"), JPEG)],
+        [(Some("image/webp;q=0"), JPEG), (Some("image/webp"), WEBP)],
+        [
+            (Some("image/webp; q=0.0"), JPEG),
+            (Some("image/webp"), WEBP),
+        ],
+        [(Some("image/*"), JPEG), (Some("image/webp"), WEBP)],
+        [(Some("*/*"), JPEG), (Some("IMAGE/WEBP"), WEBP)],
+        [(None, JPEG), (Some("image/webp"), WEBP)],
+    ];
+    for (i, [first, second]) in cases.into_iter().enumerate() {
+        let path = server.path(
+            &common::upstream("photo-640x480.jpg"),
+            &format!("{}x0", 100 + i),
+        );
+        for (round, (accept, want)) in [first, second, first, second].into_iter().enumerate() {
+            let reply = fetch(&listen, &path, accept).await;
+            assert_eq!(reply.status, StatusCode::OK, "{accept:?}");
+            assert_eq!(
+                header(&reply, "content-type"),
+                want,
+                "case {i} round {round}: Accept {accept:?} (first {:?})",
+                first.0
+            );
+            if round >= 2 {
+                assert_eq!(
+                    header(&reply, "x-cache-status"),
+                    "HIT",
+                    "case {i} {accept:?}"
+                );
+            }
+        }
+    }
+
+    // nginx exposes healthz and nothing else of imgrelay's own.
+    assert_eq!(
+        fetch(&listen, "/_imgrelay/healthz", None).await.status,
+        StatusCode::OK
+    );
+    for path in ["/_imgrelay/metrics", "/_imgrelay/rewrite", "/_imgrelay/x"] {
+        let reply = fetch(&listen, path, None).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(blog.seen(path).is_none());
+    }
+    drop(nginx);
+}

@@ -547,3 +547,47 @@ async fn a_client_pausing_its_rewrite_body_is_dropped() {
     let metric = "imgrelay_rewrite_body_errors_total{kind=\"body_timeout\"}";
     assert_eq!(server.metric(metric).await, 1);
 }
+
+/// Sends raw bytes on a fresh connection and returns everything the server answers.
+async fn raw(server: &Server, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply))
+        .await
+        .expect("answer within 10 s")
+        .ok();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_and_trace_never_reach_the_origin() {
+    let (_origin, blog, server) = start(&[]).await;
+    let cases = [
+        ("GET /no-host HTTP/1.1\r\nConnection: close\r\n\r\n", "/no-host", 400),
+        (
+            "GET /two-hosts HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            "/two-hosts",
+            400,
+        ),
+        ("TRACE /trace HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "/trace", 405),
+        (
+            "CONNECT blog.example:443 HTTP/1.1\r\nHost: blog.example:443\r\nConnection: close\r\n\r\n",
+            "blog.example:443",
+            405,
+        ),
+    ];
+    for (request, path, status) in cases {
+        let reply = raw(&server, request).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {reply}"
+        );
+        assert!(blog.seen(path).is_none(), "{path} reached the origin");
+    }
+    // HTTP/1.0 may omit Host, and one Host is fine.
+    let reply = raw(&server, "GET /missing HTTP/1.0\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.0 404"), "{reply}");
+    assert!(blog.seen("/missing").is_some());
+}

@@ -169,11 +169,12 @@ EOF
     "${HELPER[@]}" wait "$ORIGIN_PORT" || { log "origin did not start"; exit 1; }
 }
 
-# write_imgrelay_config NAME PORT: a config for `imgrelay serve|sign|rewrite` with the origin pinned as
-# http://img.origin.example/ and one key shared by every instance. Sets IMGRELAY_CONFIG and SIGN (the
-# signing command, without --size).
+# write_imgrelay_config NAME PORT [ADMIN_PORT]: a config for `imgrelay serve|sign|rewrite` with the
+# origin pinned as http://img.origin.example/ and one key shared by every instance; the control plane
+# (metrics) on ADMIN_PORT (default: any free port). Sets IMGRELAY_CONFIG and SIGN (the signing command,
+# without --size).
 write_imgrelay_config() {
-    local name=$1 port=$2
+    local name=$1 port=$2 admin_port=${3:-0}
     if [[ ! -f "$WORK/imgrelay.key" ]]; then
         od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/imgrelay.key"
         chmod 600 "$WORK/imgrelay.key"
@@ -182,6 +183,7 @@ write_imgrelay_config() {
     cat >"$IMGRELAY_CONFIG" <<EOF
 [server]
 listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$admin_port"
 public_prefix = "/img"
 
 [signing]
@@ -204,12 +206,13 @@ EOF
 }
 
 # start_imgrelay NAME [VAR=VALUE...]: an `imgrelay serve` on a free port (see write_imgrelay_config);
-# environment overrides (IMGRELAY_*) as extra words. Sets IMGRELAY_PORT, IMGRELAY_PID, IMGRELAY_CONFIG, SIGN.
+# environment overrides (IMGRELAY_*) as extra words. Sets IMGRELAY_PORT, IMGRELAY_ADMIN_PORT (control
+# plane: metrics), IMGRELAY_PID, IMGRELAY_CONFIG, SIGN.
 start_imgrelay() {
     local name=$1
     shift
-    read -r IMGRELAY_PORT < <("${HELPER[@]}" ports 1)
-    write_imgrelay_config "$name" "$IMGRELAY_PORT"
+    read -r IMGRELAY_PORT IMGRELAY_ADMIN_PORT < <("${HELPER[@]}" ports 2)
+    write_imgrelay_config "$name" "$IMGRELAY_PORT" "$IMGRELAY_ADMIN_PORT"
     env "$@" "$BIN" serve --config "$IMGRELAY_CONFIG" >"$WORK/$name.log" 2>&1 </dev/null &
     IMGRELAY_PID=$!
     STARTED+=("$IMGRELAY_PID")

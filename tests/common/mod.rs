@@ -64,6 +64,12 @@ impl Server {
     /// Starts `imgrelay serve` with upstream pins to `origin` and `env` overrides
     /// (`("UPSTREAM__TIMEOUT_MS", "1000")` sets `IMGRELAY_UPSTREAM__TIMEOUT_MS`).
     pub fn start(origin: &Origin, env: &[(&str, &str)]) -> Server {
+        Self::start_under(origin, env, &[])
+    }
+
+    /// Like [`Server::start`], with the server run through `launcher` (a command that ends by
+    /// executing its arguments, e.g. `bash -c 'ulimit -n 256 && exec "$@"' --`).
+    pub fn start_under(origin: &Origin, env: &[(&str, &str)], launcher: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("imgrelay.key");
         std::fs::write(&key_file, KEY_HEX).unwrap();
@@ -82,7 +88,15 @@ impl Server {
         );
         let config_file = dir.path().join("config.toml");
         std::fs::write(&config_file, config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgrelay"));
+        let binary = env!("CARGO_BIN_EXE_imgrelay");
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_file)
