@@ -1,7 +1,11 @@
 //! The response body type shared by every route.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Frame, SizeHint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -19,4 +23,46 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body that holds `T` until the body has ended (or is dropped), so that releasing `T` marks
+/// the end of a response or an upload: a connection's busy mark, a "sent" signal.
+pub struct Holding<B, T> {
+    body: B,
+    held: Option<T>,
+}
+
+impl<B: hyper::body::Body, T> Holding<B, T> {
+    pub fn new(body: B, held: T) -> Holding<B, T> {
+        let held = (!body.is_end_stream()).then_some(held);
+        Holding { body, held }
+    }
+}
+
+impl<B, T> hyper::body::Body for Holding<B, T>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    T: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
+            self.held = None;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -26,9 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::body::{Body, BoxError};
+use super::body::{Body, Holding};
 use super::metrics::Metrics;
 
 /// Bounds on the connections of one listener.
@@ -187,32 +186,9 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its connection marked busy until it is dropped, i.e. until
-/// hyper has sent all of it or given up.
-pub struct TrackedBody {
-    inner: Body,
-    _request: InFlight,
-}
-
-impl hyper::body::Body for TrackedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that keeps its connection marked busy until hyper has sent all of it (or
+/// given up on it).
+pub type TrackedBody = Holding<Body, InFlight>;
 
 /// The client socket, noting since when a write has been blocked.
 struct WatchedIo {
@@ -541,10 +517,7 @@ fn serve_one<H: Handler>(
         let handler = handler.clone();
         async move {
             let response = handler.handle(req, peer).await;
-            Ok::<_, Infallible>(response.map(|inner| TrackedBody {
-                inner,
-                _request: request,
-            }))
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, request)))
         }
     });
     let connection = builder.serve_connection(io, service).into_owned();

@@ -151,42 +151,49 @@ impl Metrics {
             );
         }
         Self::render_latency(&responses.latency, &mut out);
-        for (name, label, map) in [
+        for (name, kind, label, map) in [
             (
                 "imgrelay_upstream_errors_total",
+                "counter",
                 "kind",
                 &self.upstream_errors,
             ),
             (
                 "imgrelay_page_proxy_errors_total",
+                "counter",
                 "kind",
                 &self.page_proxy_errors,
             ),
             (
                 "imgrelay_rewrite_body_errors_total",
+                "counter",
                 "kind",
                 &self.rewrite_errors,
             ),
             (
                 "imgrelay_rewriter_bailouts_total",
+                "counter",
                 "reason",
                 &self.rewriter_bailouts,
             ),
+            (
+                "imgrelay_connections_open",
+                "gauge",
+                "plane",
+                &self.connections_open,
+            ),
+            (
+                "imgrelay_accept_errors_total",
+                "counter",
+                "plane",
+                &self.accept_errors,
+            ),
         ] {
             let map = map.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
             for (value, n) in map {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
-        }
-        let open = self
-            .connections_open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        out.push_str("# TYPE imgrelay_connections_open gauge\n");
-        for (plane, n) in open {
-            let _ = writeln!(out, "imgrelay_connections_open{{plane=\"{plane}\"}} {n}");
         }
         let closes = self
             .connection_closes
@@ -199,15 +206,6 @@ impl Metrics {
                 out,
                 "imgrelay_connections_closed_total{{plane=\"{plane}\",reason=\"{reason}\"}} {n}"
             );
-        }
-        let accept = self
-            .accept_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        out.push_str("# TYPE imgrelay_accept_errors_total counter\n");
-        for (plane, n) in accept {
-            let _ = writeln!(out, "imgrelay_accept_errors_total{{plane=\"{plane}\"}} {n}");
         }
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(

@@ -5,9 +5,7 @@
 //! handed to the client as they are.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,13 +13,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
-use super::body::{empty, Body, BoxError, SourceBody};
+use super::body::{empty, Body, BoxError, Holding, SourceBody};
 use super::client_body;
 use super::decode::{decoded, Coding};
 use super::error::RouteError;
@@ -192,8 +189,8 @@ impl PageProxy {
             HeaderValue::from_static("identity"),
         );
         forwarded_headers(&mut headers, peer, client_host);
-        let (upload, uploaded) = Upload::new(body.map_err(Into::into).boxed_unsync());
-        let mut out = Request::new(upload);
+        let (sent, uploaded) = oneshot::channel();
+        let mut out = Request::new(Holding::new(body.map_err(Into::into).boxed_unsync(), sent));
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
@@ -202,44 +199,9 @@ impl PageProxy {
     }
 }
 
-/// The client's request body on its way to the origin, telling when it has all been sent.
-pub struct Upload {
-    body: SourceBody,
-    /// Dropped at the end of the body (or with it), which wakes the receiver.
-    done: Option<oneshot::Sender<()>>,
-}
-
-impl Upload {
-    fn new(body: SourceBody) -> (Upload, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        let done = (!body.is_end_stream()).then_some(tx);
-        (Upload { body, done }, rx)
-    }
-}
-
-impl hyper::body::Body for Upload {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let poll = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
-            self.done = None;
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+/// The client's request body on its way to the origin; the sender it holds is dropped once the
+/// body has all been sent, which wakes the receiver.
+pub type Upload = Holding<SourceBody, oneshot::Sender<()>>;
 
 /// Appends the peer to `X-Forwarded-For`; keeps `-Proto` and `-Host` set by a proxy in front,
 /// else fills them in from this hop.
