@@ -270,7 +270,7 @@ def supports_admin_listen(binary, tmp):
     cfg.write_text(config_text(free_port(), free_port(), free_port(), str(key)))
     out = subprocess.run([binary, "check-config", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=30)
-    return out.returncode == 0, (out.stderr or out.stdout).strip().splitlines()[-1:] or [""]
+    return out.returncode == 0, " ".join((out.stderr or out.stdout).split())
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,7 +674,7 @@ def main():
         admin, why = supports_admin_listen(binary, tmp)
         print(f"binary: {binary} ({label})")
         print(f"admin_listen: {'supported, control plane on its own port' if admin else 'rejected by check-config, omitted'}"
-              f"{'' if admin else ' (' + why[0][:120] + ')'}")
+              f"{'' if admin else ' (' + why[:160] + ')'}")
         print("timeouts: the binary's shipped defaults, none shortened; shutdown_grace_s = 2 only to stop quickly")
         srv = Imgrelay(binary, origin.port, Path(tempfile.mkdtemp(prefix="main-", dir=tmp)), admin)
         srv.start()

@@ -42,6 +42,8 @@ const PREFERENCE: [Format; 2] = [Format::Jpeg, Format::Png];
 const LIMITS: Limits = Limits {
     max_src_pixels: 50_000_000,
     max_output_pixels: 16_000_000,
+    max_animation_pixels: 100_000_000,
+    max_jpeg_scans: 100,
 };
 
 fn read(file: &str) -> Vec<u8> {
@@ -101,9 +103,9 @@ fn stages(c: &mut Criterion) {
         );
         let min = plan.min_source_size(header.width, header.height);
         group.bench_function("decode", |b| {
-            b.iter(|| decode::decode(black_box(&src), &header, min).expect("decode"))
+            b.iter(|| decode::decode(black_box(&src), &header, min, &LIMITS).expect("decode"))
         });
-        let decoded = decode::decode(&src, &header, min).expect("decode");
+        let decoded = decode::decode(&src, &header, min, &LIMITS).expect("decode");
         let mut resizer = Resizer::new();
         group.bench_function("resize", |b| {
             b.iter_batched(
@@ -131,7 +133,14 @@ fn stages(c: &mut Criterion) {
             )
         });
         group.bench_function("encode-jpeg", |b| {
-            b.iter(|| encode::encode(black_box(&resized), Format::Jpeg, QUALITY).expect("encode"))
+            b.iter(|| {
+                encode::encode(
+                    black_box(&resized),
+                    Format::Jpeg,
+                    encode::Encoding::lossy(QUALITY),
+                )
+                .expect("encode")
+            })
         });
         group.finish();
     }

@@ -226,6 +226,10 @@ impl Default for UpstreamConfig {
 pub struct ImageConfig {
     pub max_src_pixels: u64,
     pub max_output_pixels: u64,
+    /// Frames × pixels an animation may have in all.
+    pub max_animation_pixels: u64,
+    /// Scans a progressive JPEG may have.
+    pub max_jpeg_scans: u32,
     pub formats: Vec<String>,
     pub quality: u8,
     pub max_concurrency: usize,
@@ -238,6 +242,8 @@ impl Default for ImageConfig {
         Self {
             max_src_pixels: 50_000_000,
             max_output_pixels: 16_000_000,
+            max_animation_pixels: 100_000_000,
+            max_jpeg_scans: 100,
             formats: ["webp", "jpeg", "png"].map(String::from).to_vec(),
             quality: 80,
             max_concurrency: 0,
@@ -523,6 +529,11 @@ impl Config {
             ("upstream.max_bytes", self.upstream.max_bytes),
             ("image.max_src_pixels", self.image.max_src_pixels),
             ("image.max_output_pixels", self.image.max_output_pixels),
+            (
+                "image.max_animation_pixels",
+                self.image.max_animation_pixels,
+            ),
+            ("image.max_jpeg_scans", u64::from(self.image.max_jpeg_scans)),
             ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
             ("origin.timeout_ms", self.origin.timeout_ms),
             (

@@ -11,6 +11,8 @@ const PREFERENCE: [Format; 3] = [Format::Webp, Format::Jpeg, Format::Png];
 const LIMITS: Limits = Limits {
     max_src_pixels: 50_000_000,
     max_output_pixels: 16_000_000,
+    max_animation_pixels: 100_000_000,
+    max_jpeg_scans: 100,
 };
 
 fn data_dir() -> PathBuf {
@@ -418,8 +420,8 @@ fn cover_fills_the_box_and_dpr_multiplies_it() {
 fn output_pixel_cap_is_never_exceeded() {
     let src = read("panorama-10000x100.jpg");
     let job_limits = Limits {
-        max_src_pixels: 50_000_000,
         max_output_pixels: 250_000,
+        ..LIMITS
     };
     let options = Options::default();
     let job = Job {

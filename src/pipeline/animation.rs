@@ -42,7 +42,8 @@ struct Frame {
 }
 
 /// Decodes every frame of `src`, resizing each as it comes so only one full-size canvas is held.
-/// `budget` caps the total decoded pixels over all frames (a guard against frame-count bombs).
+/// `budget` caps the total decoded pixels over all frames (`image.max_animation_pixels`: the
+/// header's frame count was checked against it already; this holds whatever the frames claim).
 pub fn transform_frames(
     src: &[u8],
     header: &Header,
@@ -55,10 +56,11 @@ pub fn transform_frames(
     let mut resizer = Resizer::new();
     let mut out = Vec::new();
     let mut spent: u64 = 0;
-    for frame in frames {
+    for (n, frame) in frames.enumerate() {
         spent = spent.saturating_add(header.pixels());
         if spent > budget {
-            return Err(PipelineError::TooManyPixels {
+            return Err(PipelineError::TooManyFrames {
+                frames: u32::try_from(n + 1).unwrap_or(u32::MAX),
                 width: header.width,
                 height: header.height,
                 limit: budget,
@@ -88,12 +90,97 @@ pub fn transform_frames(
     }
 }
 
+/// Decodes every frame of an animation and keeps none, so that only a file that fully decodes is
+/// ever served unchanged. WebP frames are checked with libwebp (what browsers use), GIF and APNG
+/// frames with the decoders that would resize them.
+pub fn validate(src: &[u8], header: &Header, budget: u64) -> Result<(), PipelineError> {
+    if header.format == SourceFormat::Webp {
+        return validate_webp_frames(src);
+    }
+    let mut spent: u64 = 0;
+    for (n, frame) in decode_frames(src, header)?.enumerate() {
+        spent = spent.saturating_add(header.pixels());
+        if spent > budget {
+            return Err(PipelineError::TooManyFrames {
+                frames: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                width: header.width,
+                height: header.height,
+                limit: budget,
+            });
+        }
+        frame.map_err(from_image_error)?;
+    }
+    Ok(())
+}
+
+/// Each ANMF frame of an animated WebP, wrapped as a still WebP of its own and decoded by
+/// libwebp; one frame is held at a time.
+fn validate_webp_frames(src: &[u8]) -> Result<(), PipelineError> {
+    let mut frames = 0;
+    for (kind, body) in riff_chunks(src.get(12..).unwrap_or_default()) {
+        if kind != b"ANMF" {
+            continue;
+        }
+        frames += 1;
+        // 16 bytes of frame header (offset, size, duration, flags), then the frame's chunks.
+        let frame = body
+            .get(16..)
+            .ok_or(PipelineError::Corrupt("short ANMF chunk"))?;
+        let still = still_webp(frame, body).ok_or(PipelineError::Corrupt("short ANMF chunk"))?;
+        if webp::Decoder::new(&still).decode().is_none() {
+            return Err(PipelineError::Corrupt("undecodable WebP animation frame"));
+        }
+    }
+    if frames == 0 {
+        return Err(PipelineError::Corrupt("animation without frames"));
+    }
+    Ok(())
+}
+
+/// The (fourcc, payload) chunks of a RIFF body, stopping at the first one that does not fit.
+fn riff_chunks(mut b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        let kind = b.get(..4)?;
+        let len = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+        let body = b.get(8..8usize.checked_add(len)?)?;
+        let next = 8 + len + (len & 1);
+        b = b.get(next..).unwrap_or_default();
+        Some((kind, body))
+    })
+}
+
+/// A still WebP file holding one animation frame's image chunks (ALPH + VP8, or VP8L). With an
+/// alpha chunk, libwebp wants a VP8X header naming the canvas; the frame's own size is used.
+fn still_webp(frame: &[u8], anmf: &[u8]) -> Option<Vec<u8>> {
+    let le24 = |at: usize| -> Option<u32> {
+        let s = anmf.get(at..at + 3)?;
+        Some(u32::from(s[0]) | u32::from(s[1]) << 8 | u32::from(s[2]) << 16)
+    };
+    let (width_m1, height_m1) = (le24(6)?, le24(9)?);
+    let has_alpha = riff_chunks(frame).any(|(kind, _)| kind == b"ALPH");
+    let mut out = Vec::with_capacity(frame.len() + 40);
+    out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
+    if has_alpha {
+        out.extend_from_slice(b"VP8X");
+        out.extend_from_slice(&10u32.to_le_bytes());
+        out.extend_from_slice(&[0x10, 0, 0, 0]);
+        out.extend_from_slice(&width_m1.to_le_bytes()[..3]);
+        out.extend_from_slice(&height_m1.to_le_bytes()[..3]);
+    }
+    out.extend_from_slice(frame);
+    let riff_len = u32::try_from(out.len() - 8).ok()?;
+    out[4..8].copy_from_slice(&riff_len.to_le_bytes());
+    Some(out)
+}
+
 fn decode_frames<'a>(src: &'a [u8], header: &Header) -> Result<Frames<'a>, PipelineError> {
     let cursor = Cursor::new(src);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(header.width);
     limits.max_image_height = Some(header.height);
-    limits.max_alloc = Some(header.pixels().saturating_mul(8).saturating_add(1 << 20));
+    // Three RGBA canvases at once: the composed frame so far, the frame being read, and the
+    // composite of a frame that does not cover the whole screen.
+    limits.max_alloc = Some(header.pixels().saturating_mul(12).saturating_add(1 << 20));
     let frames = match header.format {
         SourceFormat::Gif => {
             let mut d = GifDecoder::new(cursor).map_err(from_image_error)?;

@@ -1,11 +1,16 @@
-//! Decoders: libjpeg-turbo for JPEG (with DCT-domain downscaling), the `image` crate for the rest.
+//! Decoders, each the one browsers agree with: libjpeg-turbo for JPEG (with DCT-domain
+//! downscaling), libwebp for WebP, the `png` crate row by row for PNG, the `image` crate for GIF.
+//!
+//! The rule for damaged files is the browsers': a file decodes when all of its pixels are there.
+//! Recoverable JPEG warnings (stray bytes before a marker, odd scan parameters) and a PNG stream
+//! that is cut or damaged after its last row are tolerated; missing pixel data is refused.
 
 use std::io::Cursor;
 
-use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
+use turbojpeg::{Decompressor, PixelFormat, ScalingFactor};
 
-use super::sniff::{Header, SourceFormat};
-use super::PipelineError;
+use super::sniff::{self, Header, SourceFormat};
+use super::{Limits, PipelineError, JPEG_SCAN_WORK};
 
 /// Whether this build decodes AVIF (cargo feature `avif`).
 pub const AVIF_DECODING: bool = cfg!(feature = "avif");
@@ -44,9 +49,14 @@ impl Raster {
 
 /// Decodes a still image. `min_size` is the smallest stored-orientation size the rest of the
 /// pipeline needs; JPEG decoding may shrink towards it by 1/2, 1/4 or 1/8, never below it.
-pub fn decode(src: &[u8], header: &Header, min_size: (u32, u32)) -> Result<Raster, PipelineError> {
+pub fn decode(
+    src: &[u8],
+    header: &Header,
+    min_size: (u32, u32),
+    limits: &Limits,
+) -> Result<Raster, PipelineError> {
     match header.format {
-        SourceFormat::Jpeg => match decode_jpeg(src, min_size) {
+        SourceFormat::Jpeg => match decode_jpeg(src, header, min_size, limits) {
             Err(JpegFailure::Unsupported(reason)) => {
                 tracing::debug!(
                     reason,
@@ -57,9 +67,9 @@ pub fn decode(src: &[u8], header: &Header, min_size: (u32, u32)) -> Result<Raste
             Err(JpegFailure::Rejected(e)) => Err(e),
             Ok(raster) => Ok(raster),
         },
-        SourceFormat::Png => decode_with_image(src, header, image::ImageFormat::Png),
+        SourceFormat::Png => decode_png(src, header),
         SourceFormat::Gif => decode_with_image(src, header, image::ImageFormat::Gif),
-        SourceFormat::Webp => decode_with_image(src, header, image::ImageFormat::WebP),
+        SourceFormat::Webp => decode_webp(src),
         #[cfg(feature = "avif")]
         SourceFormat::Avif => super::avif::decode(src, header),
         #[cfg(not(feature = "avif"))]
@@ -90,45 +100,102 @@ pub fn jpeg_scale(width: u32, height: u32, min_size: (u32, u32)) -> ScalingFacto
     .unwrap_or(ScalingFactor::ONE)
 }
 
-fn decode_jpeg(src: &[u8], min_size: (u32, u32)) -> Result<Raster, JpegFailure> {
+/// Refuses a progressive JPEG whose scans would cost more than an image may, before decoding:
+/// each scan is a pass over every coefficient, so hundreds of redundant scans turn a small file
+/// into minutes of work (and TurboJPEG's own scan limit would only stop it after the work).
+pub fn check_jpeg_scans(src: &[u8], header: &Header, limits: &Limits) -> Result<(), PipelineError> {
+    let scans = sniff::jpeg_scans(src);
+    let work = u64::from(scans).saturating_mul(header.pixels());
+    if scans > limits.max_jpeg_scans || work > limits.max_src_pixels.saturating_mul(JPEG_SCAN_WORK)
+    {
+        return Err(PipelineError::TooManyScans {
+            scans,
+            width: header.width,
+            height: header.height,
+            limit: limits.max_jpeg_scans,
+        });
+    }
+    Ok(())
+}
+
+fn decode_jpeg(
+    src: &[u8],
+    header: &Header,
+    min_size: (u32, u32),
+    limits: &Limits,
+) -> Result<Raster, JpegFailure> {
+    check_jpeg_scans(src, header, limits).map_err(JpegFailure::Rejected)?;
+    let frame = sniff::jpeg_frame(src).ok_or(JpegFailure::Rejected(PipelineError::Corrupt(
+        "unreadable JPEG frame header",
+    )))?;
+    if frame.lossless {
+        return Err(JpegFailure::Unsupported("lossless JPEG".into()));
+    }
+    if frame.precision != 8 {
+        return Err(JpegFailure::Unsupported(format!(
+            "{}-bit JPEG",
+            frame.precision
+        )));
+    }
     let internal =
         |e: turbojpeg::Error| JpegFailure::Rejected(PipelineError::Internal(e.to_string()));
     let mut d = Decompressor::new().map_err(internal)?;
-    let header = d.read_header(src).map_err(classify)?;
-    if header.is_lossless {
-        return Err(JpegFailure::Unsupported("lossless JPEG".into()));
-    }
-    let (w, h) = (header.width as u32, header.height as u32);
+    // Also enforced inside libjpeg, in case the count above and the decoder ever disagree.
+    d.set_scan_limit(limits.max_jpeg_scans).map_err(internal)?;
+    let (w, h) = (header.width, header.height);
     let scale = jpeg_scale(w, h, min_size);
     d.set_scaling_factor(scale).map_err(internal)?;
-    let scaled = header.scaled(scale);
-    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let (width, height) = (scale.scale(w as usize), scale.scale(h as usize));
+    // The size and colour model come from the frame header read above, not from TurboJPEG's
+    // header call, which reports a recoverable warning in the header as a failure.
+    let cmyk = frame.components == 4;
     let format = if cmyk {
         PixelFormat::CMYK
     } else {
         PixelFormat::RGB
     };
-    let pitch = scaled.width * format.size();
-    let mut pixels = vec![0u8; pitch * scaled.height];
+    let pitch = width * format.size();
+    let mut pixels = vec![0u8; pitch * height];
     let image = turbojpeg::Image {
         pixels: pixels.as_mut_slice(),
-        width: scaled.width,
+        width,
         pitch,
-        height: scaled.height,
+        height,
         format,
     };
-    // libjpeg reports a cut-off stream as a warning and pads with grey; the TurboJPEG API turns
-    // any warning into an error, which is what refuses truncated files here.
-    d.decompress(src, image).map_err(classify)?;
+    // TurboJPEG reports a libjpeg warning as a failure after decoding everything; only the
+    // warnings that mean missing pixel data (a cut-off stream padded with grey) refuse.
+    match d.decompress(src, image) {
+        Ok(()) => {}
+        Err(e) if recoverable_warning(&e.to_string()) => {
+            tracing::debug!(warning = %e, "JPEG decoded through a recoverable warning");
+        }
+        Err(e) => return Err(classify(e)),
+    }
     if cmyk {
         pixels = cmyk_to_rgb(&pixels, adobe_inverted(src));
     }
     Ok(Raster {
         data: pixels,
-        width: scaled.width as u32,
-        height: scaled.height as u32,
+        width: width as u32,
+        height: height as u32,
         alpha: false,
     })
+}
+
+/// libjpeg warnings after which every pixel was still decoded (jerror.h's JWRN_* texts). Missing
+/// data (`Premature end of JPEG file`, `premature end of data segment`), corrupt entropy codes and
+/// lost restart intervals are not in the list: they leave pixels made up.
+fn recoverable_warning(message: &str) -> bool {
+    const RECOVERABLE: [&str; 6] = [
+        "extraneous bytes before marker",
+        "Invalid SOS parameters for sequential JPEG",
+        "Inconsistent progression sequence",
+        "Unknown Adobe color transform code",
+        "Warning: unknown JFIF revision number",
+        "Corrupt JPEG data: bad ICC marker",
+    ];
+    RECOVERABLE.iter().any(|w| message.contains(w))
 }
 
 fn classify(e: turbojpeg::Error) -> JpegFailure {
@@ -171,6 +238,126 @@ fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
         }
     }
     rgb
+}
+
+/// PNG row by row: the image decodes once every row is in, whatever follows (a missing IEND,
+/// a stream cut after the last row, trailing bytes, a bad checksum after the rows), as in
+/// browsers; a row that is missing or fails to decode refuses it.
+fn decode_png(src: &[u8], header: &Header) -> Result<Raster, PipelineError> {
+    let bytes = header.pixels().saturating_mul(8).saturating_add(1 << 20);
+    let limits = png::Limits {
+        bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+    };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(src), limits);
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(from_png_error)?;
+    let info = reader.info();
+    let (width, height, interlaced) = (info.width, info.height, info.interlaced);
+    let (color, _) = reader.output_color_type();
+    let channels = color.samples();
+    let line = reader
+        .output_line_size(width)
+        .ok_or(PipelineError::DecoderLimit)?;
+    let mut image = vec![0u8; line * height as usize];
+    let mut row = vec![0u8; line];
+    let expected = png_rows(width, height, interlaced);
+    let bits = u8::try_from(channels * 8).unwrap_or(32);
+    let mut y = 0usize;
+    for _ in 0..expected {
+        match reader.read_row(&mut row) {
+            Ok(Some(png::InterlaceInfo::Adam7(pass))) => {
+                png::expand_interlaced_row(&mut image, line, &row, &pass, bits);
+            }
+            Ok(Some(png::InterlaceInfo::Null(_))) => {
+                if let Some(dst) = image.get_mut(y * line..(y + 1) * line) {
+                    dst.copy_from_slice(&row[..line]);
+                }
+                y += 1;
+            }
+            Ok(None) => return Err(PipelineError::Truncated),
+            Err(e) => return Err(from_png_error(e)),
+        }
+    }
+    // Every row is in: what comes after them is not read.
+    Ok(match color {
+        png::ColorType::Rgb => Raster {
+            data: image,
+            width,
+            height,
+            alpha: false,
+        },
+        png::ColorType::Rgba => Raster {
+            data: image,
+            width,
+            height,
+            alpha: true,
+        },
+        png::ColorType::Grayscale => Raster {
+            data: image.iter().flat_map(|&g| [g, g, g]).collect(),
+            width,
+            height,
+            alpha: false,
+        },
+        // Gray + alpha; indexed is expanded to RGB(A) by the transformations above.
+        _ => Raster {
+            data: image
+                .chunks_exact(2)
+                .flat_map(|p| [p[0], p[0], p[0], p[1]])
+                .collect(),
+            width,
+            height,
+            alpha: true,
+        },
+    })
+}
+
+/// Rows the png crate yields for an image: one per line, or one per line of each Adam7 pass.
+fn png_rows(width: u32, height: u32, interlaced: bool) -> u32 {
+    if !interlaced {
+        return height;
+    }
+    // (x0, y0, dx, dy) of the seven passes.
+    const PASSES: [(u32, u32, u32, u32); 7] = [
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ];
+    PASSES
+        .iter()
+        .filter(|(x0, ..)| width > *x0)
+        .map(|(_, y0, _, dy)| height.saturating_sub(*y0).div_ceil(*dy))
+        .sum()
+}
+
+fn from_png_error(e: png::DecodingError) -> PipelineError {
+    match e {
+        png::DecodingError::LimitsExceeded => PipelineError::DecoderLimit,
+        png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            PipelineError::Truncated
+        }
+        other => {
+            tracing::debug!(error = %other, "PNG rejected");
+            PipelineError::Corrupt("undecodable PNG data")
+        }
+    }
+}
+
+/// WebP through libwebp, the decoder of every Chromium-based browser: what it refuses is refused.
+fn decode_webp(src: &[u8]) -> Result<Raster, PipelineError> {
+    let image = webp::Decoder::new(src)
+        .decode()
+        .ok_or(PipelineError::Corrupt("undecodable WebP data"))?;
+    let alpha = image.is_alpha();
+    Ok(Raster {
+        width: image.width(),
+        height: image.height(),
+        data: image.to_vec(),
+        alpha,
+    })
 }
 
 /// The `image` crate's decoders, with their own allocations bounded by what the header claims.

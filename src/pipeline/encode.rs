@@ -19,24 +19,49 @@ pub fn can_encode(format: Format, width: u32, height: u32) -> bool {
     }
 }
 
-pub fn encode(raster: &Raster, format: Format, quality: u8) -> Result<Vec<u8>, PipelineError> {
+/// How an image is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    /// 1..=100, for the lossy formats.
+    pub quality: u8,
+    /// Keep every colour edge: lossless WebP, and JPEG without chroma subsampling. For palette
+    /// images and tiny sources (icons, 1-px patterns), where 4:2:0 smears colours visibly and
+    /// the bytes saved are few.
+    pub keep_detail: bool,
+}
+
+impl Encoding {
+    pub fn lossy(quality: u8) -> Encoding {
+        Encoding {
+            quality,
+            keep_detail: false,
+        }
+    }
+}
+
+pub fn encode(raster: &Raster, format: Format, how: Encoding) -> Result<Vec<u8>, PipelineError> {
     match format {
-        Format::Jpeg => encode_jpeg(raster, quality),
+        Format::Jpeg => encode_jpeg(raster, how),
         Format::Png => encode_png(raster),
-        Format::Webp => encode_webp(raster, quality),
+        Format::Webp => encode_webp(raster, how),
         Format::Avif => Err(PipelineError::Unsupported("AVIF encoding")),
     }
 }
 
-/// Baseline JPEG with 4:2:0 chroma. Huffman optimisation stays off: it more than doubles encode
-/// time for about 4% smaller files. Alpha, if any, is dropped: callers only ask for JPEG with
-/// alpha when the client forced it.
-fn encode_jpeg(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
+/// Baseline JPEG with 4:2:0 chroma (4:4:4 when detail is kept). Huffman optimisation stays off:
+/// it more than doubles encode time for about 4% smaller files. Alpha, if any, is dropped:
+/// callers only ask for JPEG with alpha when the client forced it.
+fn encode_jpeg(raster: &Raster, how: Encoding) -> Result<Vec<u8>, PipelineError> {
     let internal = |e: turbojpeg::Error| PipelineError::Internal(e.to_string());
     let mut c = Compressor::new().map_err(internal)?;
-    c.set_quality(i32::from(quality.clamp(1, 100)))
+    c.set_quality(i32::from(how.quality.clamp(1, 100)))
         .map_err(internal)?;
-    c.set_subsamp(Subsamp::Sub2x2).map_err(internal)?;
+    let subsamp = if how.keep_detail {
+        Subsamp::None
+    } else {
+        Subsamp::Sub2x2
+    };
+    c.set_subsamp(subsamp).map_err(internal)?;
     let (format, size) = if raster.alpha {
         (PixelFormat::RGBA, 4)
     } else {
@@ -66,8 +91,8 @@ fn encode_png(raster: &Raster) -> Result<Vec<u8>, PipelineError> {
     Ok(out)
 }
 
-/// Lossy WebP, with a lossy alpha plane when the raster has one.
-fn encode_webp(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
+/// Lossy WebP, with a lossy alpha plane when the raster has one; lossless when detail is kept.
+fn encode_webp(raster: &Raster, how: Encoding) -> Result<Vec<u8>, PipelineError> {
     let encoder = if raster.alpha {
         webp::Encoder::from_rgba(&raster.data, raster.width, raster.height)
     } else {
@@ -75,8 +100,9 @@ fn encode_webp(raster: &Raster, quality: u8) -> Result<Vec<u8>, PipelineError> {
     };
     let mut config = webp::WebPConfig::new()
         .map_err(|()| PipelineError::Internal("WebP configuration".into()))?;
-    config.quality = f32::from(quality.clamp(1, 100));
+    config.quality = f32::from(how.quality.clamp(1, 100));
     config.method = 4;
+    config.lossless = i32::from(how.keep_detail);
     let encoded = encoder
         .encode_advanced(&config)
         .map_err(|e| PipelineError::Internal(format!("WebP encoding: {e:?}")))?;

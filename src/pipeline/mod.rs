@@ -22,19 +22,32 @@ pub use negotiate::{negotiate, FormatSet};
 
 use self::animation::AnimatedFormat;
 use self::decode::Raster;
+use self::encode::Encoding;
 use self::orient::Metadata;
 use self::resize::Plan;
 use self::sniff::{Header, SourceFormat};
 use crate::urls::{Format, Options};
 
-/// Pixel caps from `[image]` in the config.
+/// Work caps from `[image]` in the config: what one image may cost, checked from its header
+/// before any decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Sources whose header claims more pixels are refused before decoding.
     pub max_src_pixels: u64,
     /// Outputs are scaled down to stay within this.
     pub max_output_pixels: u64,
+    /// Frames × pixels an animation may have in all.
+    pub max_animation_pixels: u64,
+    /// Scans a progressive JPEG may have; each one is a pass over every coefficient.
+    pub max_jpeg_scans: u32,
 }
+
+/// Sources this small (an 8x8 icon, a 64x64 pattern) are encoded keeping every colour edge.
+pub const TINY_SOURCE_PIXELS: u64 = 64 * 64;
+
+/// Scans × pixels a progressive JPEG may cost, in multiples of `max_src_pixels`: the usual
+/// scripts (libjpeg's 10 scans, mozjpeg's up to 12) always fit, even at the largest size.
+pub const JPEG_SCAN_WORK: u64 = 12;
 
 /// One transform request.
 #[derive(Debug, Clone)]
@@ -77,6 +90,28 @@ pub enum PipelineError {
     TooManyPixels { width: u32, height: u32, limit: u64 },
     #[error("image needs more memory than its size allows")]
     DecoderLimit,
+    #[error(
+        "animation of {frames} frames of {width}x{height} is {} pixels in all, over the limit \
+         of {limit} (image.max_animation_pixels)",
+        u64::from(*frames) * u64::from(*width) * u64::from(*height)
+    )]
+    TooManyFrames {
+        frames: u32,
+        width: u32,
+        height: u32,
+        limit: u64,
+    },
+    #[error(
+        "progressive JPEG of {width}x{height} with {scans} scans: more decoding work than an \
+         image may take (image.max_jpeg_scans = {limit}, and scans x pixels at most {JPEG_SCAN_WORK} \
+         x image.max_src_pixels)"
+    )]
+    TooManyScans {
+        scans: u32,
+        width: u32,
+        height: u32,
+        limit: u32,
+    },
     #[error("image data is truncated")]
     Truncated,
     #[error("corrupt image: {0}")]
@@ -88,9 +123,10 @@ pub enum PipelineError {
 impl PipelineError {
     pub fn status(&self) -> StatusCode {
         match self {
-            PipelineError::TooManyPixels { .. } | PipelineError::DecoderLimit => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            PipelineError::TooManyPixels { .. }
+            | PipelineError::DecoderLimit
+            | PipelineError::TooManyFrames { .. }
+            | PipelineError::TooManyScans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PipelineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
@@ -160,6 +196,7 @@ fn transform_still(
         src,
         header,
         stored_plan.min_source_size(header.width, header.height),
+        &job.limits,
     )?;
     raster.drop_opaque_alpha();
     let mut resizer = fast_image_resize::Resizer::new();
@@ -175,8 +212,16 @@ fn transform_still(
     if let Some(profile) = &profile {
         icc::to_srgb(&mut raster, profile);
     }
-    let format = choose_format(job, &raster);
-    let bytes = encode::encode(&raster, format, quality)?;
+    let keep_detail = header.palette || header.pixels() <= TINY_SOURCE_PIXELS;
+    let format = choose_format(job, &raster, header.palette);
+    let bytes = encode::encode(
+        &raster,
+        format,
+        Encoding {
+            quality,
+            keep_detail,
+        },
+    )?;
 
     let (dw, dh) = display_size(header, meta);
     let untouched = plan.is_identity(dw, dh)
@@ -209,6 +254,8 @@ fn transform_animated(
     let webp_ok = job.accepted.contains(Format::Webp);
     let acceptable = header.format != SourceFormat::Webp || webp_ok;
     if fits && acceptable {
+        // Served unchanged only once every frame is known to decode.
+        animation::validate(src, header, job.limits.max_animation_pixels)?;
         return Ok(passthrough(src, header));
     }
     let wants_webp = job.options.format == Some(Format::Webp)
@@ -222,7 +269,7 @@ fn transform_animated(
         src,
         header,
         plan,
-        job.limits.max_src_pixels,
+        job.limits.max_animation_pixels,
         format,
         quality,
     )?;
@@ -235,13 +282,22 @@ fn transform_animated(
     })
 }
 
-/// Refuses sources whose header claims more pixels than allowed, before any decoder runs.
+/// Refuses sources whose header claims more pixels (or, animated, more frame pixels) than
+/// allowed, before any decoder runs.
 pub fn check_source_pixels(header: &Header, limits: &Limits) -> Result<(), PipelineError> {
     if header.pixels() > limits.max_src_pixels {
         return Err(PipelineError::TooManyPixels {
             width: header.width,
             height: header.height,
             limit: limits.max_src_pixels,
+        });
+    }
+    if header.pixels().saturating_mul(u64::from(header.frames)) > limits.max_animation_pixels {
+        return Err(PipelineError::TooManyFrames {
+            frames: header.frames,
+            width: header.width,
+            height: header.height,
+            limit: limits.max_animation_pixels,
         });
     }
     Ok(())
@@ -256,18 +312,20 @@ fn display_size(header: &Header, meta: Metadata) -> (u32, u32) {
 }
 
 /// The forced format when it can be written; else the first configured format the client
-/// accepts and we can write, skipping JPEG for images with real transparency; else JPEG for
-/// opaque images and PNG for transparent ones (or too wide for JPEG).
-pub fn choose_format(job: &Job<'_>, raster: &Raster) -> Format {
+/// accepts and we can write, skipping JPEG for images with real transparency or from a palette
+/// (JPEG would blur their hard colour edges); else JPEG for opaque photos and PNG for the rest
+/// (transparent, palette, or too wide for JPEG).
+pub fn choose_format(job: &Job<'_>, raster: &Raster, palette: bool) -> Format {
     let writable = |f: Format| encode::can_encode(f, raster.width, raster.height);
     if let Some(forced) = job.options.format.filter(|&f| writable(f)) {
         return forced;
     }
+    let no_jpeg = raster.alpha || palette;
     job.preference
         .iter()
         .copied()
-        .find(|&f| job.accepted.contains(f) && writable(f) && !(raster.alpha && f == Format::Jpeg))
-        .unwrap_or(if raster.alpha || !writable(Format::Jpeg) {
+        .find(|&f| job.accepted.contains(f) && writable(f) && !(no_jpeg && f == Format::Jpeg))
+        .unwrap_or(if no_jpeg || !writable(Format::Jpeg) {
             Format::Png
         } else {
             Format::Jpeg

@@ -36,6 +36,10 @@ pub struct Header {
     pub height: u32,
     /// More than one frame (animated GIF, animated WebP, APNG).
     pub animated: bool,
+    /// Frames the container declares (1 for a still image).
+    pub frames: u32,
+    /// Colours from a palette (GIF, indexed PNG): few colours, hard edges, best kept lossless.
+    pub palette: bool,
 }
 
 impl Header {
@@ -65,6 +69,8 @@ pub fn sniff(src: &[u8]) -> Result<Header, PipelineError> {
             width: 0,
             height: 0,
             animated: false,
+            frames: 1,
+            palette: false,
         })
     } else {
         return Err(PipelineError::NotAnImage);
@@ -139,15 +145,59 @@ pub fn jpeg_header_len(src: &[u8]) -> usize {
     jpeg_segments(src).last().map_or(src.len(), |s| s.end)
 }
 
+/// What a JPEG's frame header (SOFn) says about how it is coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JpegFrame {
+    /// Bits per sample (8 for almost every JPEG; 12 and 16 exist).
+    pub precision: u8,
+    /// 1 gray, 3 YCbCr or RGB, 4 CMYK or YCCK.
+    pub components: u8,
+    /// SOF3/SOF7/SOF11/SOF15: lossless coding.
+    pub lossless: bool,
+}
+
+fn jpeg_sof(src: &[u8]) -> Option<Segment<'_>> {
+    jpeg_segments(src)
+        .find(|s| matches!(s.marker, 0xC0..=0xCF) && !matches!(s.marker, 0xC4 | 0xC8 | 0xCC))
+}
+
+/// The first SOFn frame header's coding parameters.
+pub fn jpeg_frame(src: &[u8]) -> Option<JpegFrame> {
+    let sof = jpeg_sof(src)?;
+    Some(JpegFrame {
+        precision: *sof.body.first()?,
+        components: *sof.body.get(5)?,
+        lossless: matches!(sof.marker, 0xC3 | 0xC7 | 0xCB | 0xCF),
+    })
+}
+
+/// The number of scans (SOS markers) of the first image in a JPEG, without decoding anything:
+/// entropy-coded data escapes every 0xFF byte, so after the header each 0xFF 0xDA is a scan,
+/// until the EOI marker (data appended after it, such as a second image, is not counted).
+pub fn jpeg_scans(src: &[u8]) -> u32 {
+    let start = jpeg_header_len(src);
+    let data = src.get(start..).unwrap_or_default();
+    let mut scans = 0u32;
+    for at in memchr::memchr_iter(0xFF, data) {
+        match data.get(at + 1) {
+            Some(0xDA) => scans = scans.saturating_add(1),
+            Some(0xD9) => break,
+            _ => {}
+        }
+    }
+    scans
+}
+
 /// The first SOFn frame header gives the size.
 fn jpeg_header(b: &[u8]) -> Option<Header> {
-    let sof = jpeg_segments(b)
-        .find(|s| matches!(s.marker, 0xC0..=0xCF) && !matches!(s.marker, 0xC4 | 0xC8 | 0xCC))?;
+    let sof = jpeg_sof(b)?;
     Some(Header {
         format: SourceFormat::Jpeg,
         height: be16(sof.body, 1)?,
         width: be16(sof.body, 3)?,
         animated: false,
+        frames: 1,
+        palette: false,
     })
 }
 
@@ -158,12 +208,12 @@ fn png_header(b: &[u8]) -> Option<Header> {
     }
     let width = be32(b, 16)?;
     let height = be32(b, 20)?;
-    let mut animated = false;
+    let mut frames = 1;
     let mut i = 8;
     while let (Some(len), Some(kind)) = (be32(b, i), b.get(i + 4..i + 8)) {
         match kind {
             b"acTL" => {
-                animated = be32(b, i + 8).is_some_and(|frames| frames > 1);
+                frames = be32(b, i + 8).unwrap_or(1).max(1);
                 break;
             }
             b"IDAT" | b"IEND" => break,
@@ -174,11 +224,14 @@ fn png_header(b: &[u8]) -> Option<Header> {
         format: SourceFormat::Png,
         width,
         height,
-        animated,
+        animated: frames > 1,
+        frames,
+        palette: b.get(25) == Some(&3),
     })
 }
 
-/// The logical screen gives the size; counting image descriptors (up to two) tells animation.
+/// The logical screen gives the size; counting image descriptors tells animation and the frame
+/// count (walking the sub-block lengths only, no pixel data).
 fn gif_header(b: &[u8]) -> Option<Header> {
     let width = le16(b, 6)?;
     let height = le16(b, 8)?;
@@ -196,12 +249,12 @@ fn gif_header(b: &[u8]) -> Option<Header> {
             }
         }
     };
-    let mut frames = 0;
-    while frames < 2 {
+    let mut frames = 0u32;
+    loop {
         match b.get(i) {
             Some(0x21) => i = skip_sub_blocks(i + 2)?,
             Some(0x2C) => {
-                frames += 1;
+                frames = frames.saturating_add(1);
                 let local = *b.get(i + 9)?;
                 i += 10;
                 if local & 0x80 != 0 {
@@ -218,6 +271,8 @@ fn gif_header(b: &[u8]) -> Option<Header> {
         width,
         height,
         animated: frames > 1,
+        frames: frames.max(1),
+        palette: true,
     })
 }
 
@@ -243,12 +298,40 @@ fn webp_header(b: &[u8]) -> Option<Header> {
         }
         _ => return None,
     };
+    let frames = if animated { webp_frames(b) } else { 1 };
     Some(Header {
         format: SourceFormat::Webp,
         width,
         height,
         animated,
+        frames: frames.max(1),
+        palette: false,
     })
+}
+
+/// ANMF chunks of an animated WebP, counted by walking the RIFF chunk headers.
+fn webp_frames(b: &[u8]) -> u32 {
+    let mut frames = 0u32;
+    let mut i = 12;
+    while let (Some(kind), Some(len)) = (b.get(i..i + 4), le32(b, i + 4)) {
+        if kind == b"ANMF" {
+            frames = frames.saturating_add(1);
+        }
+        // Chunks are padded to an even length.
+        let Some(next) = (len as usize)
+            .checked_add(len as usize & 1)
+            .and_then(|n| n.checked_add(i + 8))
+        else {
+            break;
+        };
+        i = next;
+    }
+    frames
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn is_avif(b: &[u8]) -> bool {
@@ -274,6 +357,8 @@ fn avif_header(b: &[u8]) -> Option<Header> {
         width: be32(b, at + 8)?,
         height: be32(b, at + 12)?,
         animated: false,
+        frames: 1,
+        palette: false,
     })
 }
 

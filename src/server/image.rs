@@ -55,8 +55,7 @@ impl Weigh for VariantKey {
 struct TransformSettings {
     preference: Arc<[Format]>,
     quality: u8,
-    max_src_pixels: u64,
-    max_output_pixels: u64,
+    limits: Limits,
     allow_svg: bool,
 }
 
@@ -118,8 +117,12 @@ impl ImageRoute {
                 settings: TransformSettings {
                     preference: preference.into(),
                     quality: config.image.quality,
-                    max_src_pixels: config.image.max_src_pixels,
-                    max_output_pixels: config.image.max_output_pixels,
+                    limits: Limits {
+                        max_src_pixels: config.image.max_src_pixels,
+                        max_output_pixels: config.image.max_output_pixels,
+                        max_animation_pixels: config.image.max_animation_pixels,
+                        max_jpeg_scans: config.image.max_jpeg_scans,
+                    },
                     allow_svg: config.image.allow_svg,
                 },
                 metrics,
@@ -182,10 +185,7 @@ impl Work {
                     accepted,
                     preference: &settings.preference,
                     default_quality: settings.quality,
-                    limits: Limits {
-                        max_src_pixels: settings.max_src_pixels,
-                        max_output_pixels: settings.max_output_pixels,
-                    },
+                    limits: settings.limits,
                     allow_svg: settings.allow_svg,
                 };
                 pipeline::transform(&bytes, &job).map_err(|e| RouteError::Image {
