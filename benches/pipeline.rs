@@ -103,9 +103,15 @@ fn stages(c: &mut Criterion) {
         );
         let min = plan.min_source_size(header.width, header.height);
         group.bench_function("decode", |b| {
-            b.iter(|| decode::decode(black_box(&src), &header, min, &LIMITS).expect("decode"))
+            b.iter(|| {
+                decode::decode(black_box(&src), &header, min, &LIMITS)
+                    .expect("decode")
+                    .raster
+            })
         });
-        let decoded = decode::decode(&src, &header, min, &LIMITS).expect("decode");
+        let decoded = decode::decode(&src, &header, min, &LIMITS)
+            .expect("decode")
+            .raster;
         let mut resizer = Resizer::new();
         group.bench_function("resize", |b| {
             b.iter_batched(

@@ -66,7 +66,15 @@ pub fn transform_frames(
                 limit: budget,
             });
         }
-        let frame = frame.map_err(from_image_error)?;
+        let frame = match frame {
+            Ok(frame) => frame,
+            // The frames before a break are the animation, as browsers show it.
+            Err(e) if !out.is_empty() && header.format != SourceFormat::Webp => {
+                tracing::debug!(error = %e, frames = out.len(), "animation ends at a broken frame");
+                break;
+            }
+            Err(e) => return Err(from_image_error(e)),
+        };
         let (num, den) = frame.delay().numer_denom_ms();
         let delay_ms = num.checked_div(den).unwrap_or(0);
         let buffer = frame.into_buffer();
@@ -91,11 +99,13 @@ pub fn transform_frames(
 }
 
 /// Decodes every frame of an animation and keeps none, so that only a file that fully decodes is
-/// ever served unchanged. WebP frames are checked with libwebp (what browsers use), GIF and APNG
-/// frames with the decoders that would resize them.
-pub fn validate(src: &[u8], header: &Header, budget: u64) -> Result<(), PipelineError> {
+/// ever served unchanged: true when it is whole. WebP frames are checked with libwebp (what
+/// browsers use), and one it refuses refuses the file; GIF and APNG frames are checked with the
+/// decoders that would resize them, and a stream that breaks after its first frame (a missing
+/// trailer, a cut) is not whole but still shows the frames before the break, as in browsers.
+pub fn validate(src: &[u8], header: &Header, budget: u64) -> Result<bool, PipelineError> {
     if header.format == SourceFormat::Webp {
-        return validate_webp_frames(src);
+        return validate_webp_frames(src).map(|()| true);
     }
     let mut spent: u64 = 0;
     for (n, frame) in decode_frames(src, header)?.enumerate() {
@@ -108,9 +118,13 @@ pub fn validate(src: &[u8], header: &Header, budget: u64) -> Result<(), Pipeline
                 limit: budget,
             });
         }
-        frame.map_err(from_image_error)?;
+        match frame {
+            Ok(_) => {}
+            Err(_) if n > 0 => return Ok(false),
+            Err(e) => return Err(from_image_error(e)),
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Each ANMF frame of an animated WebP, wrapped as a still WebP of its own and decoded by

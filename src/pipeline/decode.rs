@@ -7,7 +7,7 @@
 
 use std::io::Cursor;
 
-use turbojpeg::{Decompressor, PixelFormat, ScalingFactor};
+use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
 
 use super::sniff::{self, Header, SourceFormat};
 use super::{Limits, PipelineError, JPEG_SCAN_WORK};
@@ -47,6 +47,14 @@ impl Raster {
     }
 }
 
+/// A decoded still image, and whether its file was whole: every pixel is there either way, but
+/// a file with tolerated damage (see the module's rule) is never served as it is.
+#[derive(Debug)]
+pub struct Decoded {
+    pub raster: Raster,
+    pub whole: bool,
+}
+
 /// Decodes a still image. `min_size` is the smallest stored-orientation size the rest of the
 /// pipeline needs; JPEG decoding may shrink towards it by 1/2, 1/4 or 1/8, never below it.
 pub fn decode(
@@ -54,24 +62,32 @@ pub fn decode(
     header: &Header,
     min_size: (u32, u32),
     limits: &Limits,
-) -> Result<Raster, PipelineError> {
+) -> Result<Decoded, PipelineError> {
+    let whole = |raster| Decoded {
+        raster,
+        whole: true,
+    };
     match header.format {
         SourceFormat::Jpeg => match decode_jpeg(src, header, min_size, limits) {
-            Err(JpegFailure::Unsupported(reason)) => {
+            Err(JpegFailure::Unsupported { reason, damaged }) => {
                 tracing::debug!(
                     reason,
                     "libjpeg-turbo cannot decode this JPEG; trying the fallback"
                 );
-                decode_with_image(src, header, image::ImageFormat::Jpeg)
+                let raster = decode_with_image(src, header, image::ImageFormat::Jpeg)?;
+                Ok(Decoded {
+                    raster,
+                    whole: !damaged,
+                })
             }
             Err(JpegFailure::Rejected(e)) => Err(e),
-            Ok(raster) => Ok(raster),
+            Ok(decoded) => Ok(decoded),
         },
         SourceFormat::Png => decode_png(src, header),
-        SourceFormat::Gif => decode_with_image(src, header, image::ImageFormat::Gif),
-        SourceFormat::Webp => decode_webp(src),
+        SourceFormat::Gif => decode_with_image(src, header, image::ImageFormat::Gif).map(whole),
+        SourceFormat::Webp => decode_webp(src).map(whole),
         #[cfg(feature = "avif")]
-        SourceFormat::Avif => super::avif::decode(src, header),
+        SourceFormat::Avif => super::avif::decode(src, header).map(whole),
         #[cfg(not(feature = "avif"))]
         SourceFormat::Avif => Err(PipelineError::Unsupported("AVIF decoding")),
         SourceFormat::Svg => Err(PipelineError::Unsupported("SVG rasterising")),
@@ -79,10 +95,20 @@ pub fn decode(
 }
 
 enum JpegFailure {
-    /// Valid input libjpeg-turbo does not handle (e.g. 12-bit or lossless): try another decoder.
-    Unsupported(String),
+    /// Input libjpeg-turbo does not handle (12-bit, lossless, a warning in the header): try
+    /// another decoder. `damaged` when the file had something to tolerate.
+    Unsupported { reason: String, damaged: bool },
     /// Broken input: no other decoder should be asked to make something of it.
     Rejected(PipelineError),
+}
+
+impl JpegFailure {
+    fn unsupported(reason: impl Into<String>) -> JpegFailure {
+        JpegFailure::Unsupported {
+            reason: reason.into(),
+            damaged: false,
+        }
+    }
 }
 
 /// The coarsest DCT scale whose output still covers `min_size`.
@@ -123,63 +149,70 @@ fn decode_jpeg(
     header: &Header,
     min_size: (u32, u32),
     limits: &Limits,
-) -> Result<Raster, JpegFailure> {
+) -> Result<Decoded, JpegFailure> {
     check_jpeg_scans(src, header, limits).map_err(JpegFailure::Rejected)?;
-    let frame = sniff::jpeg_frame(src).ok_or(JpegFailure::Rejected(PipelineError::Corrupt(
-        "unreadable JPEG frame header",
-    )))?;
-    if frame.lossless {
-        return Err(JpegFailure::Unsupported("lossless JPEG".into()));
-    }
-    if frame.precision != 8 {
-        return Err(JpegFailure::Unsupported(format!(
-            "{}-bit JPEG",
-            frame.precision
-        )));
-    }
+    let src = sniff::jpeg_without_stray_bytes(src);
+    let mut whole = matches!(src, std::borrow::Cow::Borrowed(_));
     let internal =
         |e: turbojpeg::Error| JpegFailure::Rejected(PipelineError::Internal(e.to_string()));
     let mut d = Decompressor::new().map_err(internal)?;
     // Also enforced inside libjpeg, in case the count above and the decoder ever disagree.
     d.set_scan_limit(limits.max_jpeg_scans).map_err(internal)?;
-    let (w, h) = (header.width, header.height);
+    let header = match d.read_header(&src) {
+        Ok(header) => header,
+        // A warning in the header stops TurboJPEG before any pixel; the fallback decoder
+        // reads through it.
+        Err(e) if recoverable_warning(&e.to_string()) => {
+            return Err(JpegFailure::Unsupported {
+                reason: e.to_string(),
+                damaged: true,
+            })
+        }
+        Err(e) => return Err(classify(e)),
+    };
+    if header.is_lossless {
+        return Err(JpegFailure::unsupported("lossless JPEG"));
+    }
+    let (w, h) = (header.width as u32, header.height as u32);
     let scale = jpeg_scale(w, h, min_size);
     d.set_scaling_factor(scale).map_err(internal)?;
-    let (width, height) = (scale.scale(w as usize), scale.scale(h as usize));
-    // The size and colour model come from the frame header read above, not from TurboJPEG's
-    // header call, which reports a recoverable warning in the header as a failure.
-    let cmyk = frame.components == 4;
+    let scaled = header.scaled(scale);
+    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
     let format = if cmyk {
         PixelFormat::CMYK
     } else {
         PixelFormat::RGB
     };
-    let pitch = width * format.size();
-    let mut pixels = vec![0u8; pitch * height];
+    let pitch = scaled.width * format.size();
+    let mut pixels = vec![0u8; pitch * scaled.height];
     let image = turbojpeg::Image {
         pixels: pixels.as_mut_slice(),
-        width,
+        width: scaled.width,
         pitch,
-        height,
+        height: scaled.height,
         format,
     };
-    // TurboJPEG reports a libjpeg warning as a failure after decoding everything; only the
-    // warnings that mean missing pixel data (a cut-off stream padded with grey) refuse.
-    match d.decompress(src, image) {
+    // TurboJPEG reports a libjpeg warning in the scans as a failure after decoding everything;
+    // only the warnings that mean missing pixel data (a cut-off stream padded with grey) refuse.
+    match d.decompress(&src, image) {
         Ok(()) => {}
         Err(e) if recoverable_warning(&e.to_string()) => {
             tracing::debug!(warning = %e, "JPEG decoded through a recoverable warning");
+            whole = false;
         }
         Err(e) => return Err(classify(e)),
     }
     if cmyk {
-        pixels = cmyk_to_rgb(&pixels, adobe_inverted(src));
+        pixels = cmyk_to_rgb(&pixels, adobe_inverted(&src));
     }
-    Ok(Raster {
-        data: pixels,
-        width: width as u32,
-        height: height as u32,
-        alpha: false,
+    Ok(Decoded {
+        raster: Raster {
+            data: pixels,
+            width: scaled.width as u32,
+            height: scaled.height as u32,
+            alpha: false,
+        },
+        whole,
     })
 }
 
@@ -206,7 +239,7 @@ fn classify(e: turbojpeg::Error) -> JpegFailure {
         "Arithmetic",
     ];
     if unsupported.iter().any(|u| msg.contains(u)) {
-        return JpegFailure::Unsupported(msg);
+        return JpegFailure::unsupported(msg);
     }
     let truncated = msg.contains("Premature end") || msg.contains("premature end");
     tracing::debug!(error = %msg, "JPEG rejected");
@@ -243,7 +276,7 @@ fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
 /// PNG row by row: the image decodes once every row is in, whatever follows (a missing IEND,
 /// a stream cut after the last row, trailing bytes, a bad checksum after the rows), as in
 /// browsers; a row that is missing or fails to decode refuses it.
-fn decode_png(src: &[u8], header: &Header) -> Result<Raster, PipelineError> {
+fn decode_png(src: &[u8], header: &Header) -> Result<Decoded, PipelineError> {
     let bytes = header.pixels().saturating_mul(8).saturating_add(1 << 20);
     let limits = png::Limits {
         bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
@@ -278,8 +311,9 @@ fn decode_png(src: &[u8], header: &Header) -> Result<Raster, PipelineError> {
             Err(e) => return Err(from_png_error(e)),
         }
     }
-    // Every row is in: what comes after them is not read.
-    Ok(match color {
+    // Every row is in: what follows them only decides whether the file is whole.
+    let whole = reader.finish().is_ok();
+    let raster = match color {
         png::ColorType::Rgb => Raster {
             data: image,
             width,
@@ -308,7 +342,8 @@ fn decode_png(src: &[u8], header: &Header) -> Result<Raster, PipelineError> {
             height,
             alpha: true,
         },
-    })
+    };
+    Ok(Decoded { raster, whole })
 }
 
 /// Rows the png crate yields for an image: one per line, or one per line of each Adam7 pass.

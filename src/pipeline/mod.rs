@@ -192,12 +192,13 @@ fn transform_still(
     } else {
         *plan
     };
-    let mut raster = decode::decode(
+    let decoded = decode::decode(
         src,
         header,
         stored_plan.min_source_size(header.width, header.height),
         &job.limits,
     )?;
+    let mut raster = decoded.raster;
     raster.drop_opaque_alpha();
     let mut resizer = fast_image_resize::Resizer::new();
     let raster = resize::resize(
@@ -224,7 +225,8 @@ fn transform_still(
     )?;
 
     let (dw, dh) = display_size(header, meta);
-    let untouched = plan.is_identity(dw, dh)
+    let untouched = decoded.whole
+        && plan.is_identity(dw, dh)
         && !meta.has_exif
         && profile.is_none()
         && same_format(header.format, format);
@@ -253,9 +255,8 @@ fn transform_animated(
 ) -> Result<Output, PipelineError> {
     let webp_ok = job.accepted.contains(Format::Webp);
     let acceptable = header.format != SourceFormat::Webp || webp_ok;
-    if fits && acceptable {
-        // Served unchanged only once every frame is known to decode.
-        animation::validate(src, header, job.limits.max_animation_pixels)?;
+    // Served unchanged only once every frame is known to decode; a broken tail is re-encoded.
+    if fits && acceptable && animation::validate(src, header, job.limits.max_animation_pixels)? {
         return Ok(passthrough(src, header));
     }
     let wants_webp = job.options.format == Some(Format::Webp)

@@ -1,6 +1,8 @@
 //! Identifies a source from its magic bytes and reads its pixel size from the header alone, so
 //! oversized images are refused before any decoder allocates.
 
+use std::borrow::Cow;
+
 use super::PipelineError;
 
 /// What the bytes of a source are, whatever the upstream `Content-Type` said.
@@ -145,30 +147,53 @@ pub fn jpeg_header_len(src: &[u8]) -> usize {
     jpeg_segments(src).last().map_or(src.len(), |s| s.end)
 }
 
-/// What a JPEG's frame header (SOFn) says about how it is coded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JpegFrame {
-    /// Bits per sample (8 for almost every JPEG; 12 and 16 exist).
-    pub precision: u8,
-    /// 1 gray, 3 YCbCr or RGB, 4 CMYK or YCCK.
-    pub components: u8,
-    /// SOF3/SOF7/SOF11/SOF15: lossless coding.
-    pub lossless: bool,
-}
-
 fn jpeg_sof(src: &[u8]) -> Option<Segment<'_>> {
     jpeg_segments(src)
         .find(|s| matches!(s.marker, 0xC0..=0xCF) && !matches!(s.marker, 0xC4 | 0xC8 | 0xCC))
 }
 
-/// The first SOFn frame header's coding parameters.
-pub fn jpeg_frame(src: &[u8]) -> Option<JpegFrame> {
-    let sof = jpeg_sof(src)?;
-    Some(JpegFrame {
-        precision: *sof.body.first()?,
-        components: *sof.body.get(5)?,
-        lossless: matches!(sof.marker, 0xC3 | 0xC7 | 0xCB | 0xCF),
-    })
+/// The JPEG without stray bytes between its header segments (up to the first scan). libjpeg
+/// skips such bytes with a warning, as browsers do, but TurboJPEG's header call fails on any
+/// warning before decoding starts. Borrowed, with nothing copied, when there are none.
+pub fn jpeg_without_stray_bytes(src: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 2;
+    while i < src.len() {
+        let start = i;
+        while src.get(i).is_some_and(|&b| b != 0xFF) {
+            i += 1;
+        }
+        if i > start {
+            out.get_or_insert_with(|| Vec::with_capacity(src.len()))
+                .extend_from_slice(&src[copied..start]);
+            copied = i;
+        }
+        while src.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = src.get(i) else { break };
+        i += 1;
+        if matches!(marker, 0x01 | 0xD0..=0xD7) {
+            continue;
+        }
+        if marker == 0xD9 {
+            break;
+        }
+        let Some(len) = be16(src, i) else { break };
+        i += (len as usize).max(2);
+        // Entropy-coded data follows the first scan header: left as it is.
+        if marker == 0xDA {
+            break;
+        }
+    }
+    match out {
+        None => Cow::Borrowed(src),
+        Some(mut cleaned) => {
+            cleaned.extend_from_slice(src.get(copied..).unwrap_or_default());
+            Cow::Owned(cleaned)
+        }
+    }
 }
 
 /// The number of scans (SOS markers) of the first image in a JPEG, without decoding anything:

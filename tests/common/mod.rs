@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod blog;
+pub mod hostile;
 pub mod origin;
 pub mod serve;
 
