@@ -326,17 +326,23 @@ struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    fn accept_failed(&mut self, error: &io::Error) {
+    /// `Some(suppressed since the last line)` when a line is due at `now`.
+    fn due(&mut self, now: Instant) -> Option<u64> {
         if self
             .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
         {
             self.suppressed += 1;
-            return;
+            return None;
         }
-        tracing::warn!(error = %error, suppressed = self.suppressed, "accept failed");
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    fn accept_failed(&mut self, error: &io::Error) {
+        if let Some(suppressed) = self.due(Instant::now()) {
+            tracing::warn!(error = %error, suppressed, "accept failed");
+        }
     }
 }
 
@@ -649,6 +655,20 @@ mod tests {
         // Still idle and still open one header timeout after the graceful order: dropped.
         let later = (done + 300).max(at + 100);
         assert_eq!(conn.verdict(later, &l), Some((ORDER_KILL, Close::Idle)));
+    }
+
+    #[test]
+    fn accept_failures_are_logged_once_a_second() {
+        let mut log = RateLimitedLog {
+            last: None,
+            suppressed: 0,
+        };
+        let t0 = Instant::now();
+        let lines: Vec<u64> = (0..3000u64)
+            .filter_map(|i| log.due(t0 + Duration::from_millis(i)))
+            .collect();
+        // 3 s of failures, one every millisecond: three lines, each counting the silent ones.
+        assert_eq!(lines, [0, 999, 999]);
     }
 
     #[test]
