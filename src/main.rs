@@ -4,11 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imgrelay::cli::{rewrite, sign};
+use imgrelay::cli::{rewrite, serve, sign};
 use imgrelay::config::{Config, Overrides};
 use imgrelay::urls::Format;
-
-mod serve;
 
 #[derive(Parser)]
 #[command(

@@ -83,7 +83,7 @@ impl Key {
         Ok(Key::new(bytes))
     }
 
-    /// Short public fingerprint, for logs and `check-config`; reveals nothing of the key.
+    /// Short public fingerprint, for logs and `Debug`; reveals nothing of the key.
     pub fn id(&self) -> String {
         let digest = Sha256::digest(&self.bytes);
         hex::encode(&digest[..4])

@@ -40,11 +40,11 @@ fn rewrite_chunks(ctx: &Arc<RewriteContext>, input: &[u8], sizes: &[usize]) -> V
     let mut i = 0;
     while !rest.is_empty() {
         let n = sizes[i % sizes.len()].min(rest.len());
-        rw.write(&rest[..n]).unwrap();
+        rw.write(&rest[..n]);
         rest = &rest[n..];
         i += 1;
     }
-    rw.end().unwrap();
+    rw.end();
     out
 }
 
@@ -92,11 +92,11 @@ fn overflowing_the_memory_cap_passes_the_rest_through_unchanged() {
         let mut i = 0;
         while !rest.is_empty() {
             let n = sizes[i % sizes.len()].min(rest.len());
-            rw.write(&rest[..n]).unwrap();
+            rw.write(&rest[..n]);
             rest = &rest[n..];
             i += 1;
         }
-        let summary = rw.end().unwrap();
+        let summary = rw.end();
         assert!(
             matches!(summary.passthrough, Some(Passthrough::BailedOut(_))),
             "{sizes:?}"
@@ -125,8 +125,8 @@ fn each_write_hands_over_its_output_at_once() {
         head.push_str(&format!("<p>paragraph {i}</p>\n"));
     }
     head.push_str(img);
-    rw.write(head.as_bytes()).unwrap();
-    rw.write(b"<p>unfinished").unwrap();
+    rw.write(head.as_bytes());
+    rw.write(b"<p>unfinished");
     {
         let out = out.borrow();
         let text = String::from_utf8_lossy(&out);
@@ -137,7 +137,7 @@ fn each_write_hands_over_its_output_at_once() {
         );
         assert!(text.len() > head.len());
     }
-    rw.write(b" paragraph</p>").unwrap();
-    rw.end().unwrap();
+    rw.write(b" paragraph</p>");
+    rw.end();
     assert!(String::from_utf8_lossy(&out.borrow()).ends_with("<p>unfinished paragraph</p>"));
 }

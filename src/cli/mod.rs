@@ -1,6 +1,7 @@
 //! Command implementations behind `src/main.rs`.
 
 pub mod rewrite;
+pub mod serve;
 pub mod sign;
 
 use std::process::ExitCode;

@@ -276,9 +276,9 @@ fn stream(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("cannot read: {e}")),
         };
-        rw.write(&buf[..n]).map_err(|e| e.to_string())?;
+        rw.write(&buf[..n]);
     }
-    let summary = rw.end().map_err(|e| e.to_string())?;
+    let summary = rw.end();
     match write_error {
         Some(e) => Err(format!("cannot write output: {e}")),
         None => Ok(summary),

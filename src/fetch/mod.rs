@@ -22,6 +22,14 @@ pub use connector::{ConnectError, GuardedConnector};
 type HttpsConnector = hyper_rustls::HttpsConnector<GuardedConnector>;
 
 /// Why an upstream fetch failed; each kind knows the status the client gets.
+/// What upstreams are told we take: AVIF only when this build decodes it, since an AVIF that
+/// needs resizing could not be served otherwise.
+const UPSTREAM_ACCEPT: &str = if crate::pipeline::decode::AVIF_DECODING {
+    "image/avif,image/webp,image/jpeg,image/png,image/gif,image/*;q=0.8,*/*;q=0.5"
+} else {
+    "image/webp,image/jpeg,image/png,image/gif,image/*;q=0.8,*/*;q=0.5"
+};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("upstream URL {0}")]
@@ -215,13 +223,7 @@ impl Fetcher {
         let target = &url[..url::Position::AfterQuery];
         let mut builder = Request::get(target)
             .header(header::USER_AGENT, self.settings.user_agent.clone())
-            .header(
-                header::ACCEPT,
-                // No AVIF: this build can only pass AVIF sources through, never resize them.
-                HeaderValue::from_static(
-                    "image/webp,image/jpeg,image/png,image/gif,image/*;q=0.8,*/*;q=0.5",
-                ),
-            );
+            .header(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
         if let Some(host) = url.host_str() {
             if let Some((_, referer)) = self
                 .settings

@@ -14,7 +14,8 @@ use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::{AnimationDecoder, Delay, Frames, RgbaImage};
 
-use super::decode::{from_image_error, Raster};
+use super::decode::from_image_error;
+use super::raster::Raster;
 use super::resize::{resize, Plan};
 use super::sniff::{Header, SourceFormat};
 use super::PipelineError;

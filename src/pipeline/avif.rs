@@ -3,7 +3,7 @@
 use avif_parse::AvifData;
 use dav1d::{PixelLayout, PlanarImageComponent as Component};
 
-use super::decode::Raster;
+use super::raster::Raster;
 use super::sniff::Header;
 use super::PipelineError;
 

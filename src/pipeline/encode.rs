@@ -3,9 +3,9 @@
 use image::ImageEncoder;
 use turbojpeg::{Compressor, PixelFormat, Subsamp};
 
-use super::decode::Raster;
+use super::options::Format;
+use super::raster::Raster;
 use super::PipelineError;
-use crate::urls::Format;
 
 /// Whether this build can write a `width` x `height` image in `format` (WebP stops at 16383
 /// pixels a side, JPEG at 65500; AVIF has no encoder here).

@@ -6,7 +6,7 @@ use std::io::Cursor;
 use image::ImageDecoder;
 use moxcms::{ColorProfile, DataColorSpace, Layout, RenderingIntent, TransformOptions, Xyzd};
 
-use super::decode::Raster;
+use super::raster::Raster;
 use super::sniff::SourceFormat;
 
 /// The embedded profile of `src`, when it has one that is RGB and not sRGB already.

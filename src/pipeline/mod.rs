@@ -11,7 +11,9 @@ pub mod decode;
 pub mod encode;
 pub mod icc;
 pub mod negotiate;
+pub mod options;
 pub mod orient;
+pub mod raster;
 pub mod resize;
 pub mod sniff;
 
@@ -19,14 +21,14 @@ use bytes::Bytes;
 use http::StatusCode;
 
 pub use negotiate::{negotiate, FormatSet};
+pub use options::{Format, Options};
 
 use self::animation::AnimatedFormat;
-use self::decode::Raster;
 use self::encode::Encoding;
 use self::orient::Metadata;
+use self::raster::Raster;
 use self::resize::Plan;
 use self::sniff::{Header, SourceFormat};
-use crate::urls::{Format, Options};
 
 /// Work caps from `[image]` in the config: what one image may cost, checked from its header
 /// before any decoder runs.

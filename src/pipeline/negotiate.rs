@@ -1,6 +1,6 @@
 //! Output format negotiation from the `Accept` header.
 
-use crate::urls::Format;
+use super::options::Format;
 
 /// Output formats a client accepts, as a small Copy set (part of the cache key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

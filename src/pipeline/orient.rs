@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use super::decode::Raster;
+use super::raster::Raster;
 use super::sniff::SourceFormat;
 
 /// What the source's metadata says about how to show it.

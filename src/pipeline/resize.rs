@@ -3,7 +3,7 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{PixelType, ResizeOptions, Resizer};
 
-use super::decode::Raster;
+use super::raster::Raster;
 use super::PipelineError;
 
 /// A region of the source, in source pixels.

@@ -15,7 +15,7 @@ pub enum Source {
     Default,
 }
 
-/// The sniffed encoding; `bom_len` bytes at the start are the BOM.
+/// The sniffed encoding and what told it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sniffed {
     pub encoding: &'static Encoding,
@@ -95,6 +95,16 @@ fn meta_charset(head: &[u8]) -> Option<&'static Encoding> {
         return Some(encoding);
     }
     None
+}
+
+/// The encoding named by a `charset=` parameter, if any and known.
+pub fn charset_param<'a>(
+    params: impl Iterator<Item = &'a str>,
+) -> Option<&'static encoding_rs::Encoding> {
+    params
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .and_then(|(_, v)| encoding_rs::Encoding::for_label(v.trim().trim_matches('"').as_bytes()))
 }
 
 #[cfg(test)]

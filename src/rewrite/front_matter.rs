@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::context::{Markup, Outcome};
-use super::html::DocState;
+use super::doc_state::DocState;
 use super::report::Action;
 
 /// Whether a buffer opens with a front matter line.

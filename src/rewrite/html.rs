@@ -11,106 +11,11 @@ use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
 
 use super::charset::find_ignore_case;
-use super::context::{Markup, Memo, Outcome, RewriteContext};
-use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint, SizeStatus};
-use super::report::{Action, Counts, HintReport, RefReport};
-use super::tag::{Edits, InputWindow, Tag};
+use super::context::{Markup, Outcome, RewriteContext};
+use super::doc_state::{DocState, Hint};
+use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint};
+use super::tag::{InputWindow, Tag};
 use crate::urls::Options;
-
-/// Per-document state shared by the handlers.
-#[derive(Debug)]
-pub struct DocState {
-    pub ctx: Arc<RewriteContext>,
-    pub memo: Memo,
-    pub images_seen: usize,
-    pub counts: Counts,
-    pub report: Option<Vec<RefReport>>,
-    /// Attribute edits of the element being handled.
-    edits: Edits,
-}
-
-/// A hint with its raw text, for reports.
-type Hint<'a> = Option<(&'a str, SizeHint)>;
-
-impl DocState {
-    pub fn new(ctx: Arc<RewriteContext>, collect_report: bool) -> DocState {
-        DocState {
-            ctx,
-            memo: Memo::default(),
-            images_seen: 0,
-            counts: Counts::default(),
-            report: collect_report.then(Vec::new),
-            edits: Edits::default(),
-        }
-    }
-
-    /// Counts one reference and, when reports are collected, describes it.
-    pub fn record(
-        &mut self,
-        place: impl FnOnce() -> String,
-        original: &str,
-        action: Action,
-        reason: Cow<'static, str>,
-        upstream: Option<&str>,
-        hint: Hint<'_>,
-    ) {
-        self.counts.add(action);
-        if let Some(report) = &mut self.report {
-            let reason = match hint {
-                Some((_, h)) if h.status != SizeStatus::Ok => {
-                    Cow::Owned(format!("{reason}; data-size {}", hint_note(h.status)))
-                }
-                _ => reason,
-            };
-            report.push(RefReport {
-                place: place(),
-                original: original.to_string(),
-                action,
-                reason,
-                upstream: upstream.map(str::to_string),
-                size_hint: hint.map(|(raw, h)| HintReport::new(raw, &h)),
-            });
-        }
-    }
-
-    /// Judges one raw URL, records it, and returns the proxied URL to write instead.
-    pub fn resolve(
-        &mut self,
-        place: impl FnOnce() -> String,
-        raw: &str,
-        markup: Markup,
-        options: Options,
-        hint: Hint<'_>,
-    ) -> Option<Arc<str>> {
-        let outcome = self.memo.resolve(&self.ctx, raw, markup, options);
-        match outcome {
-            Outcome::Rewrite { upstream, proxied } => {
-                let reason = "rewritten".into();
-                self.record(place, raw, Action::Rewritten, reason, Some(&upstream), hint);
-                Some(proxied)
-            }
-            Outcome::Keep(reason) => {
-                self.record(place, raw, Action::Kept, reason.into(), None, hint);
-                None
-            }
-            Outcome::Skip(reason) => {
-                let reason = Cow::Owned(reason.to_string());
-                self.record(place, raw, Action::Skipped, reason, None, hint);
-                None
-            }
-        }
-    }
-}
-
-fn hint_note(status: SizeStatus) -> &'static str {
-    match status {
-        SizeStatus::Ok => "ok",
-        SizeStatus::Whitespace => "has whitespace (accepted)",
-        SizeStatus::Malformed => "malformed (ignored)",
-        SizeStatus::Zero => "is zero (ignored)",
-        SizeStatus::OutOfRange => "out of range (ignored)",
-    }
-}
 
 fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic cannot happen inside the handlers, but a poisoned lock must not become one.

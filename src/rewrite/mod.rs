@@ -8,6 +8,7 @@
 
 pub mod charset;
 pub mod context;
+pub mod doc_state;
 pub mod entities;
 pub mod front_matter;
 pub mod hints;
@@ -24,7 +25,7 @@ use lol_html::{AsciiCompatibleEncoding, OutputSink};
 pub use context::{Decision, RewriteContext};
 pub use report::{Action, Counts, HintReport, RefReport};
 
-use html::DocState;
+use doc_state::DocState;
 use tag::InputWindow;
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,9 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         self.ctx.config().max_memory_kb.saturating_mul(1024)
     }
 
-    pub fn write(&mut self, chunk: &[u8]) -> Result<(), RewriteError> {
+    /// Feeds one chunk; whatever goes wrong inside passes the rest through (see [`Passthrough`]),
+    /// so writing never fails.
+    pub fn write(&mut self, chunk: &[u8]) {
         match &mut self.stage {
             Stage::Sniffing(buf) => {
                 buf.extend_from_slice(chunk);
@@ -200,10 +203,9 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             }
             Stage::Passthrough => (self.sink)(chunk),
         }
-        Ok(())
     }
 
-    pub fn end(mut self) -> Result<Summary, RewriteError> {
+    pub fn end(mut self) -> Summary {
         if let Stage::Sniffing(_) = self.stage {
             self.start(true);
         }
@@ -215,12 +217,12 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             self.after_lol(result);
         }
         let mut state = lock(&self.state);
-        Ok(Summary {
+        Summary {
             counts: state.counts,
             refs: state.report.take().unwrap_or_default(),
             passthrough: self.passthrough.clone(),
             encoding: self.encoding,
-        })
+        }
     }
 
     /// Leaves the sniffing stage: decides kind and encoding from the buffered head.
@@ -344,16 +346,12 @@ fn write_lol(
 }
 
 /// Rewrites a whole in-memory document (tests, small inputs).
-pub fn rewrite_bytes(
-    ctx: Arc<RewriteContext>,
-    kind: DocKind,
-    input: &[u8],
-) -> Result<(Vec<u8>, Summary), RewriteError> {
+pub fn rewrite_bytes(ctx: Arc<RewriteContext>, kind: DocKind, input: &[u8]) -> (Vec<u8>, Summary) {
     let mut out = Vec::with_capacity(input.len() + input.len() / 4);
     let mut rw = Rewriter::new(ctx, kind, None, |b: &[u8]| out.extend_from_slice(b));
-    rw.write(input)?;
-    let summary = rw.end()?;
-    Ok((out, summary))
+    rw.write(input);
+    let summary = rw.end();
+    (out, summary)
 }
 
 #[cfg(test)]
@@ -376,7 +374,7 @@ mod tests {
         let input = format!(
             "---\r\nheadimg: \"{WRAPPED}\" # cover\r\nphotos:\r\n  # first\r\n  - {WRAPPED}\r\n---\r\n<p>x</p>"
         );
-        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, input.as_bytes()).unwrap();
+        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, input.as_bytes());
         let out = String::from_utf8(out).unwrap();
         assert_eq!(summary.counts.rewritten, 2);
         let lines: Vec<&str> = out.split("\r\n").collect();
@@ -393,7 +391,7 @@ mod tests {
             "---\ntitle: {}\nheadimg: {WRAPPED}\n",
             "x".repeat(40 * 1024)
         );
-        let (out, summary) = rewrite_bytes(ctx(16), DocKind::HexoPost, input.as_bytes()).unwrap();
+        let (out, summary) = rewrite_bytes(ctx(16), DocKind::HexoPost, input.as_bytes());
         assert_eq!(out, input.as_bytes());
         assert_eq!(
             summary.passthrough,
@@ -408,8 +406,8 @@ mod tests {
                 out.extend_from_slice(b)
             });
             rw.use_window = use_window;
-            rw.write(input).unwrap();
-            rw.end().unwrap();
+            rw.write(input);
+            rw.end();
             out
         };
         (run(true), run(false))
@@ -549,7 +547,7 @@ mod tests {
 
     #[test]
     fn empty_input_gives_empty_output() {
-        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, b"").unwrap();
+        let (out, summary) = rewrite_bytes(ctx(1024), DocKind::Auto, b"");
         assert!(out.is_empty());
         assert_eq!(summary.counts, Counts::default());
     }

@@ -4,7 +4,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::{full, Body};
-use super::pool::PoolError;
+use super::image::pool::PoolError;
 use crate::cache::Remember;
 use crate::fetch::FetchError;
 use crate::urls::UrlError;

@@ -6,14 +6,10 @@
 pub mod body;
 pub mod client_body;
 pub mod connections;
-pub mod decode;
 pub mod error;
 pub mod image;
 pub mod metrics;
-pub mod page_proxy;
-pub mod pool;
-pub mod rewrite_route;
-pub mod stream;
+pub mod page;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +33,8 @@ use connections::{ConnLimits, Handler, Listener};
 use error::RouteError;
 use image::ImageRoute;
 use metrics::Metrics;
-use page_proxy::PageProxy;
+use page::rewrite_route;
+use page::PageProxy;
 
 /// Paths under this prefix belong to the service itself.
 pub const INTERNAL_PREFIX: &str = "/_imgrelay/";

@@ -1,5 +1,7 @@
 //! `{prefix}/{sig}/{opts}/{src}`: verify, variant cache, source cache, fetch, transform, respond.
 
+pub mod pool;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +12,15 @@ use http::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::body::{empty, full, Body};
-use super::error::{RouteError, SANDBOX_CSP};
-use super::metrics::{CacheView, Metrics, StageLoad};
-use super::pool::{Gate, WorkPool};
 use crate::cache::{Cache, Lookup, Weigh};
 use crate::config::{Config, ConfigError};
 use crate::fetch::Fetcher;
 use crate::pipeline::{self, FormatSet, Job, Limits};
+use crate::server::body::{empty, full, Body};
+use crate::server::error::{RouteError, SANDBOX_CSP};
+use crate::server::metrics::{CacheView, Metrics, StageLoad};
 use crate::urls::{Format, Options, UrlSigner};
+use pool::{Gate, WorkPool};
 
 const MB: u64 = 1024 * 1024;
 

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgrelay::config::Config;
-use imgrelay::server::connections::{connection_budget, ConnLimits};
-use imgrelay::server::{self, AppState, Listeners};
-use imgrelay::signing::KeyRing;
+use crate::config::Config;
+use crate::server::connections::{connection_budget, ConnLimits};
+use crate::server::{self, AppState, Listeners};
+use crate::signing::KeyRing;
 use tracing_subscriber::EnvFilter;
 
 pub fn run(config: Config) -> ExitCode {

@@ -9,12 +9,12 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::body::{Body, BoxError};
-use super::error::RouteError;
-use super::metrics::Metrics;
-use super::page_proxy::charset_param;
 use super::stream::{self, Pump, RewriteJob};
+use crate::rewrite::charset::charset_param;
 use crate::rewrite::{DocKind, RewriteContext};
+use crate::server::body::{Body, BoxError};
+use crate::server::error::RouteError;
+use crate::server::metrics::Metrics;
 
 pub fn respond<B>(
     req: Request<B>,

@@ -4,6 +4,10 @@
 //! The origin is configured by the operator, so there is no address guard here; redirects are
 //! handed to the client as they are.
 
+pub mod content_coding;
+pub mod rewrite_route;
+pub mod stream;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,20 +17,22 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
-use super::body::{empty, Body, BoxError, Holding, SourceBody};
-use super::client_body;
-use super::decode::{decoded, Coding};
-use super::error::RouteError;
-use super::metrics::Metrics;
-use super::stream::{self, Pump, RewriteJob};
-use super::PeerAddr;
 use crate::config::{ConfigError, OriginConfig};
+use crate::rewrite::charset::charset_param;
 use crate::rewrite::{DocKind, RewriteContext};
+use crate::server::body::{empty, Body, BoxError, Holding, SourceBody};
+use crate::server::client_body;
+use crate::server::error::RouteError;
+use crate::server::metrics::Metrics;
+use crate::server::PeerAddr;
+use content_coding::{decoded, Coding};
+use stream::{Pump, RewriteJob};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -78,6 +84,8 @@ impl PageProxy {
         }))
     }
 
+    /// One request, in the phases of a proxy: the request to the origin, its answer, the
+    /// response head for the client, then the body.
     pub async fn respond<B>(&self, req: Request<B>) -> Result<Response<Body>, RouteError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -85,8 +93,24 @@ impl PageProxy {
     {
         let head_request = req.method() == Method::HEAD;
         let (outgoing, uploaded) = self.outgoing(req)?;
-        // `origin.timeout_ms` bounds the origin's answer, so it starts once the client's upload
-        // is over; the upload itself is paced by the client body's own timeouts.
+        let (mut parts, body) = self.send(outgoing, uploaded).await?.into_parts();
+        let rewrite = response_head(&mut parts);
+        let body = if head_request || !status_has_body(parts.status) {
+            empty()
+        } else {
+            self.response_body(body, rewrite)
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Sends the request and waits for the origin's response head. `origin.timeout_ms` bounds
+    /// the origin's answer, so it starts once the client's upload is over; the upload itself is
+    /// paced by the client body's own timeouts.
+    async fn send(
+        &self,
+        outgoing: Request<Upload>,
+        uploaded: oneshot::Receiver<()>,
+    ) -> Result<Response<Incoming>, RouteError> {
         let origin_deadline = async {
             let _ = uploaded.await;
             tokio::time::sleep(self.timeout).await;
@@ -95,17 +119,17 @@ impl PageProxy {
             answer = self.client.request(outgoing) => Some(answer),
             () = origin_deadline => None,
         };
-        let response = match answer {
-            Some(Ok(response)) => response,
+        match answer {
+            Some(Ok(response)) => Ok(response),
             Some(Err(e)) if client_body::is_too_slow(&e) => {
                 self.metrics.page_proxy_error("client_body_timeout");
-                return Err(RouteError::RequestTimeout);
+                Err(RouteError::RequestTimeout)
             }
             Some(Err(e)) => {
                 let kind = if e.is_connect() { "connect" } else { "request" };
                 tracing::warn!(kind, error = %e, source = ?std::error::Error::source(&e), "origin failed");
                 self.metrics.page_proxy_error(kind);
-                return Err(RouteError::OriginUnreachable);
+                Err(RouteError::OriginUnreachable)
             }
             None => {
                 tracing::warn!(
@@ -113,41 +137,27 @@ impl PageProxy {
                     "origin timed out"
                 );
                 self.metrics.page_proxy_error("timeout");
-                return Err(RouteError::OriginTimeout);
-            }
-        };
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let rewrite = rewritable(parts.status, &parts.headers);
-        if rewrite.is_some() {
-            // The body changes length and bytes: the origin's validators no longer describe it.
-            parts.headers.remove(header::CONTENT_ENCODING);
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::ACCEPT_RANGES);
-            parts.headers.remove(HeaderName::from_static("content-md5"));
-            if let Some(etag) = parts.headers.get(header::ETAG).and_then(weak_etag) {
-                parts.headers.insert(header::ETAG, etag);
+                Err(RouteError::OriginTimeout)
             }
         }
-        let body = if head_request || !status_has_body(parts.status) {
-            empty()
-        } else {
-            let coding = rewrite.map_or(Coding::Identity, |r| r.coding);
-            stream::spawn(
-                decoded(body, coding),
-                Pump {
-                    rewrite: rewrite.map(|r| RewriteJob {
-                        ctx: self.ctx.clone(),
-                        kind: DocKind::Html,
-                        charset: r.charset,
-                    }),
-                    idle: self.timeout,
-                    metrics: self.metrics.clone(),
-                    on_error: Metrics::page_proxy_error,
-                },
-            )
-        };
-        Ok(Response::from_parts(parts, body))
+    }
+
+    /// The origin's body streamed to the client, through the rewriter when it is HTML.
+    fn response_body(&self, body: Incoming, rewrite: Option<Rewritable>) -> Body {
+        let coding = rewrite.map_or(Coding::Identity, |r| r.coding);
+        stream::spawn(
+            decoded(body, coding),
+            Pump {
+                rewrite: rewrite.map(|r| RewriteJob {
+                    ctx: self.ctx.clone(),
+                    kind: DocKind::Html,
+                    charset: r.charset,
+                }),
+                idle: self.timeout,
+                metrics: self.metrics.clone(),
+                on_error: Metrics::page_proxy_error,
+            },
+        )
     }
 
     /// The request to send to the origin: same method, path, headers (minus hop-by-hop) and
@@ -202,6 +212,21 @@ impl PageProxy {
 /// The client's request body on its way to the origin; the sender it holds is dropped once the
 /// body has all been sent, which wakes the receiver.
 pub type Upload = Holding<SourceBody, oneshot::Sender<()>>;
+
+/// The response head for the client: hop-by-hop headers gone and, when the body will be
+/// rewritten, the validators and length that no longer describe it.
+fn response_head(parts: &mut http::response::Parts) -> Option<Rewritable> {
+    strip_hop_by_hop(&mut parts.headers);
+    let rewrite = rewritable(parts.status, &parts.headers)?;
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::ACCEPT_RANGES);
+    parts.headers.remove(HeaderName::from_static("content-md5"));
+    if let Some(etag) = parts.headers.get(header::ETAG).and_then(weak_etag) {
+        parts.headers.insert(header::ETAG, etag);
+    }
+    Some(rewrite)
+}
 
 /// Appends the peer to `X-Forwarded-For`; keeps `-Proto` and `-Host` set by a proxy in front,
 /// else fills them in from this hop.
@@ -286,16 +311,6 @@ fn rewritable(status: StatusCode, headers: &HeaderMap) -> Option<Rewritable> {
         charset: charset_param(params),
         coding,
     })
-}
-
-/// The encoding named by a `charset=` parameter, if any and known.
-pub fn charset_param<'a>(
-    params: impl Iterator<Item = &'a str>,
-) -> Option<&'static encoding_rs::Encoding> {
-    params
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .and_then(|(_, v)| encoding_rs::Encoding::for_label(v.trim().trim_matches('"').as_bytes()))
 }
 
 fn status_has_body(status: StatusCode) -> bool {

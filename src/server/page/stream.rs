@@ -15,10 +15,10 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-use super::body::{Body, BoxError, SourceBody};
-use super::client_body::is_too_slow;
-use super::metrics::Metrics;
 use crate::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
+use crate::server::body::{Body, BoxError, SourceBody};
+use crate::server::client_body::is_too_slow;
+use crate::server::metrics::Metrics;
 
 /// Chunks in flight between the pump and the client connection.
 const CHANNEL_CHUNKS: usize = 8;
@@ -133,17 +133,10 @@ async fn run(mut source: SourceBody, mut pump: Pump, tx: mpsc::Sender<Result<Byt
         // Rewriting runs here, on the runtime: one chunk is at most a read buffer, so each
         // call is short.
         let out = match rewriter.as_mut() {
-            Some(rw) => match rw.write(&data) {
-                Ok(()) => Bytes::from(take(&sink)),
-                Err(e) => {
-                    // The rewriter passes its own failures through; an error here means it
-                    // cannot go on at all, and a silently altered page is worse than a cut one.
-                    tracing::warn!(error = %e, "rewriter failed; aborting the response");
-                    pump.metrics.rewriter_bailout("error");
-                    let _ = tx.send(Err(Box::new(e))).await;
-                    return;
-                }
-            },
+            Some(rw) => {
+                rw.write(&data);
+                Bytes::from(take(&sink))
+            }
             None => data,
         };
         if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
@@ -152,16 +145,8 @@ async fn run(mut source: SourceBody, mut pump: Pump, tx: mpsc::Sender<Result<Byt
         }
     }
     if let Some(rw) = rewriter {
-        match rw.end() {
-            Ok(summary) => {
-                if let Some(reason) = &summary.passthrough {
-                    pump.metrics.rewriter_bailout(passthrough_kind(reason));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "rewriter failed at the end of the document");
-                pump.metrics.rewriter_bailout("error");
-            }
+        if let Some(reason) = &rw.end().passthrough {
+            pump.metrics.rewriter_bailout(passthrough_kind(reason));
         }
         let tail = take(&sink);
         if !tail.is_empty() {

@@ -13,7 +13,7 @@ use hyper::body::Frame;
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::body::{BoxError, SourceBody};
+use crate::server::body::{BoxError, SourceBody};
 
 /// Decoded bytes handed on at a time; with the pump's bounded channel this bounds the memory a
 /// highly compressed page can take.
