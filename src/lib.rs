@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod cache;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod fetch;

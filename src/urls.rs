@@ -6,7 +6,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use http::StatusCode;
 use url::Url;
 
 use crate::signing::KeyRing;
@@ -23,15 +22,6 @@ pub enum UrlError {
     Options(#[from] OptionsError),
     #[error("bad source URL: {0}")]
     BadSource(String),
-}
-
-impl UrlError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            UrlError::BadSignature => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
 }
 
 /// Parses and checks an upstream URL: absolute http(s) with a host and no credentials.

@@ -18,7 +18,6 @@ pub mod resize;
 pub mod sniff;
 
 use bytes::Bytes;
-use http::StatusCode;
 
 pub use negotiate::{negotiate, FormatSet};
 pub use options::{Format, Options};
@@ -78,7 +77,7 @@ pub struct Output {
     pub passthrough: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
     #[error("empty image")]
     Empty,
@@ -120,19 +119,6 @@ pub enum PipelineError {
     Corrupt(&'static str),
     #[error("internal image processing error: {0}")]
     Internal(String),
-}
-
-impl PipelineError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            PipelineError::TooManyPixels { .. }
-            | PipelineError::DecoderLimit
-            | PipelineError::TooManyFrames { .. }
-            | PipelineError::TooManyScans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            PipelineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        }
-    }
 }
 
 /// Runs one job on `src`. CPU-bound; the caller runs it on a worker thread.

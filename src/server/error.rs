@@ -1,4 +1,5 @@
-//! Errors of the HTTP routes: each knows its status, who is at fault, and how it is answered.
+//! Errors of the HTTP routes, and the one table that decides for every error of every layer (URL,
+//! fetch, pipeline, pool) its status, who is at fault, and whether it is remembered.
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -7,6 +8,7 @@ use super::body::{full, Body};
 use super::image::pool::PoolError;
 use crate::cache::Remember;
 use crate::fetch::FetchError;
+use crate::pipeline::PipelineError;
 use crate::urls::UrlError;
 
 /// Every answer imgrelay writes itself is inert in a browser: no script, no plugin, no frame.
@@ -33,17 +35,20 @@ impl Fault {
     }
 }
 
-/// Why an image request failed. Cloneable so one failure can answer every coalesced request
-/// and be remembered briefly.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a request failed. Cloneable so one failure can answer every coalesced request and be
+/// remembered briefly; causes are kept (see [`crate::cause`]).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RouteError {
     #[error("{0}")]
     Url(#[from] UrlError),
     #[error("{0}")]
     Fetch(#[from] FetchError),
-    /// The source could not be turned into the requested image (status from the pipeline).
-    #[error("{message}")]
-    Image { status: StatusCode, message: String },
+    /// The source could not be turned into the requested image.
+    #[error("{0}")]
+    Image(#[from] PipelineError),
+    /// A transform panicked: it would again on the same bytes.
+    #[error("internal error: the transform failed")]
+    Panicked(String),
     #[error("too many images are being processed; retry shortly")]
     Busy,
     #[error("internal error: {0}")]
@@ -72,7 +77,7 @@ impl From<PoolError> for RouteError {
     fn from(e: PoolError) -> RouteError {
         match e {
             PoolError::Full => RouteError::Busy,
-            PoolError::Failed(m) => RouteError::Internal(m),
+            PoolError::Panicked(m) => RouteError::Panicked(m),
         }
     }
 }
@@ -80,11 +85,34 @@ impl From<PoolError> for RouteError {
 impl RouteError {
     pub fn status(&self) -> StatusCode {
         match self {
-            RouteError::Url(e) => e.status(),
-            RouteError::Fetch(e) => e.status(),
-            RouteError::Image { status, .. } => *status,
+            RouteError::Url(UrlError::BadSignature) => StatusCode::FORBIDDEN,
+            RouteError::Url(_) => StatusCode::BAD_REQUEST,
+            RouteError::Fetch(e) => match e {
+                FetchError::HostNotAllowed(_) | FetchError::Forbidden(_) => StatusCode::FORBIDDEN,
+                FetchError::NotFound => StatusCode::NOT_FOUND,
+                FetchError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                FetchError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                FetchError::BadUrl(_)
+                | FetchError::Status(_)
+                | FetchError::TooManyRedirects(_)
+                | FetchError::Connect(_)
+                | FetchError::Body(_) => StatusCode::BAD_GATEWAY,
+            },
+            RouteError::Image(e) => match e {
+                PipelineError::TooManyPixels { .. }
+                | PipelineError::DecoderLimit
+                | PipelineError::TooManyFrames { .. }
+                | PipelineError::TooManyScans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                PipelineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                PipelineError::Empty
+                | PipelineError::NotAnImage
+                | PipelineError::Unsupported(_)
+                | PipelineError::SvgNotAllowed
+                | PipelineError::Truncated
+                | PipelineError::Corrupt(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            },
             RouteError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            RouteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RouteError::Internal(_) | RouteError::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RouteError::NotFound => StatusCode::NOT_FOUND,
             RouteError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RouteError::OriginUnreachable => StatusCode::BAD_GATEWAY,
@@ -106,11 +134,12 @@ impl RouteError {
             RouteError::Fetch(FetchError::HostNotAllowed(_) | FetchError::Forbidden(_)) => {
                 Fault::Client
             }
+            RouteError::Image(PipelineError::Internal(_)) => Fault::Internal,
             RouteError::Fetch(_)
-            | RouteError::Image { .. }
+            | RouteError::Image(_)
             | RouteError::OriginUnreachable
             | RouteError::OriginTimeout => Fault::Upstream,
-            RouteError::Busy | RouteError::Internal(_) => Fault::Internal,
+            RouteError::Busy | RouteError::Internal(_) | RouteError::Panicked(_) => Fault::Internal,
         }
     }
 
@@ -119,7 +148,7 @@ impl RouteError {
         let status = self.status();
         let mut text = match &self {
             // Internal details stay in the log.
-            RouteError::Internal(_) => "internal error".to_string(),
+            RouteError::Internal(_) | RouteError::Panicked(_) => "internal error".to_string(),
             other => other.to_string(),
         };
         text.truncate(200);
@@ -157,10 +186,14 @@ impl RouteError {
 }
 
 impl Remember for RouteError {
-    /// Upstream and image failures say something about the source; load and internal trouble
-    /// do not.
+    /// Upstream and image failures say something about the source, and so does a transform
+    /// that panicked (it would again on the same bytes: retrying it on every request would only
+    /// repeat the crash); load and other internal trouble do not.
     fn remember(&self) -> bool {
-        matches!(self, RouteError::Fetch(_) | RouteError::Image { .. })
+        matches!(
+            self,
+            RouteError::Fetch(_) | RouteError::Image(_) | RouteError::Panicked(_)
+        )
     }
 
     fn lost() -> Self {
@@ -185,6 +218,9 @@ mod tests {
             (RouteError::Fetch(FetchError::Status(500)), 502),
             (RouteError::Fetch(FetchError::Timeout), 504),
             (RouteError::Fetch(FetchError::TooLarge(1)), 413),
+            (RouteError::Image(PipelineError::NotAnImage), 415),
+            (RouteError::Image(PipelineError::DecoderLimit), 413),
+            (RouteError::Panicked("boom".into()), 500),
             (RouteError::Busy, 503),
             (RouteError::OriginUnreachable, 502),
             (RouteError::OriginTimeout, 504),

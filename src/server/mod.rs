@@ -212,7 +212,7 @@ impl AppState {
         };
         result.unwrap_or_else(|e| {
             if e.fault() != error::Fault::Client {
-                tracing::warn!(fault = e.fault().name(), error = %e, "request failed");
+                tracing::warn!(fault = e.fault().name(), error = %crate::cause::chain(&e), "request failed");
             }
             e.into_response()
         })

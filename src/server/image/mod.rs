@@ -190,10 +190,7 @@ impl Work {
                     limits: settings.limits,
                     allow_svg: settings.allow_svg,
                 };
-                pipeline::transform(&bytes, &job).map_err(|e| RouteError::Image {
-                    status: e.status(),
-                    message: e.to_string(),
-                })
+                pipeline::transform(&bytes, &job).map_err(RouteError::Image)
             })
             .await??;
         Ok(Arc::new(Variant {
@@ -219,7 +216,7 @@ impl Work {
                     .fetch_add(1, Ordering::Relaxed);
                 work.fetcher.fetch(&url).await.map_err(|e| {
                     work.metrics.upstream_error(e.kind());
-                    tracing::debug!(url = %url, error = %e, "upstream fetch failed");
+                    tracing::debug!(url = %url, error = %crate::cause::chain(&e), "upstream fetch failed");
                     RouteError::Fetch(e)
                 })
             })

@@ -10,8 +10,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub enum PoolError {
     #[error("work queue is full")]
     Full,
-    #[error("work failed: {0}")]
-    Failed(String),
+    /// The job panicked (or the runtime is going away): it ended without a result.
+    #[error("work ended without a result: {0}")]
+    Panicked(String),
 }
 
 /// At most `size` holders at once; at most `queue` more wait for a place.
@@ -72,7 +73,7 @@ impl Gate {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| PoolError::Failed(e.to_string()))
+            .map_err(|e| PoolError::Panicked(e.to_string()))
     }
 }
 
@@ -110,7 +111,7 @@ impl WorkPool {
             job()
         })
         .await
-        .map_err(|e| PoolError::Failed(e.to_string()))
+        .map_err(|e| PoolError::Panicked(e.to_string()))
     }
 }
 
