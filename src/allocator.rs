@@ -9,6 +9,8 @@ pub fn tune() {
     // high-water mark of the codecs' freed buffers; two are plenty for a few transform workers.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+    // The crate's one unsafe block: glibc has no safe binding for it.
+    #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }

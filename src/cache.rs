@@ -61,7 +61,6 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     /// Requests that waited for another request's work instead of doing it.
     pub coalesced: AtomicU64,
-    pub inserts: AtomicU64,
     pub evictions: AtomicU64,
     /// Values larger than the entry cap: served, not kept.
     pub oversize: AtomicU64,
@@ -180,7 +179,6 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
         shard.lru.put(key, (value, weight));
         CacheStats::add(&self.stats.bytes, weight);
         CacheStats::add(&self.stats.entries, 1);
-        CacheStats::add(&self.stats.inserts, 1);
         true
     }
 }

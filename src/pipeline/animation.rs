@@ -36,6 +36,38 @@ impl AnimatedFormat {
     }
 }
 
+/// Frame pixels decoded so far against `image.max_animation_pixels`, whatever the frames claim
+/// (the header's count was checked before decoding).
+struct FrameBudget<'h> {
+    header: &'h Header,
+    limit: u64,
+    frames: u32,
+}
+
+impl<'h> FrameBudget<'h> {
+    fn new(header: &'h Header, limit: u64) -> FrameBudget<'h> {
+        FrameBudget {
+            header,
+            limit,
+            frames: 0,
+        }
+    }
+
+    /// Counts one more frame; refuses the animation once it is over the limit.
+    fn charge(&mut self) -> Result<(), PipelineError> {
+        self.frames = self.frames.saturating_add(1);
+        if self.header.pixels().saturating_mul(u64::from(self.frames)) > self.limit {
+            return Err(PipelineError::TooManyFrames {
+                frames: self.frames,
+                width: self.header.width,
+                height: self.header.height,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One resized frame and how long it shows.
 struct Frame {
     raster: Raster,
@@ -56,17 +88,9 @@ pub fn transform_frames(
     let frames = decode_frames(src, header)?;
     let mut resizer = Resizer::new();
     let mut out = Vec::new();
-    let mut spent: u64 = 0;
-    for (n, frame) in frames.enumerate() {
-        spent = spent.saturating_add(header.pixels());
-        if spent > budget {
-            return Err(PipelineError::TooManyFrames {
-                frames: u32::try_from(n + 1).unwrap_or(u32::MAX),
-                width: header.width,
-                height: header.height,
-                limit: budget,
-            });
-        }
+    let mut spent = FrameBudget::new(header, budget);
+    for frame in frames {
+        spent.charge()?;
         let frame = match frame {
             Ok(frame) => frame,
             // The frames before a break are the animation, as browsers show it.
@@ -108,20 +132,12 @@ pub fn validate(src: &[u8], header: &Header, budget: u64) -> Result<bool, Pipeli
     if header.format == SourceFormat::Webp {
         return validate_webp_frames(src).map(|()| true);
     }
-    let mut spent: u64 = 0;
-    for (n, frame) in decode_frames(src, header)?.enumerate() {
-        spent = spent.saturating_add(header.pixels());
-        if spent > budget {
-            return Err(PipelineError::TooManyFrames {
-                frames: u32::try_from(n + 1).unwrap_or(u32::MAX),
-                width: header.width,
-                height: header.height,
-                limit: budget,
-            });
-        }
+    let mut spent = FrameBudget::new(header, budget);
+    for frame in decode_frames(src, header)? {
+        spent.charge()?;
         match frame {
             Ok(_) => {}
-            Err(_) if n > 0 => return Ok(false),
+            Err(_) if spent.frames > 1 => return Ok(false),
             Err(e) => return Err(from_image_error(e)),
         }
     }

@@ -23,10 +23,6 @@ impl FormatSet {
     pub fn insert(&mut self, f: Format) {
         self.0 |= Self::bit(f);
     }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 impl FromIterator<Format> for FormatSet {

@@ -93,13 +93,6 @@ pub struct Summary {
     pub encoding: &'static Encoding,
 }
 
-impl Summary {
-    /// Whether the rewriter gave up before the end (memory cap, error).
-    pub fn bailed_out(&self) -> bool {
-        matches!(self.passthrough, Some(Passthrough::BailedOut(_)))
-    }
-}
-
 /// lol_html writes here; the rewriter drains `shared` into the caller's sink after each call,
 /// so the caller's sink needs neither `Send` nor `'static`, and everything a chunk of input
 /// produced leaves with it (a page whose origin pauses after its `<head>` still gets its head

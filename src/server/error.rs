@@ -2,17 +2,15 @@
 //! fetch, pipeline, pool) its status, who is at fault, and whether it is remembered.
 
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 
-use super::body::{full, Body};
+use super::body::Body;
 use super::image::pool::PoolError;
+use super::respond;
 use crate::cache::Remember;
 use crate::fetch::FetchError;
 use crate::pipeline::PipelineError;
 use crate::urls::UrlError;
-
-/// Every answer imgrelay writes itself is inert in a browser: no script, no plugin, no frame.
-pub const SANDBOX_CSP: &str = "default-src 'none'; sandbox";
 
 /// Seconds a client is asked to wait when the transform or fetch queue is full.
 pub const RETRY_AFTER_S: u64 = 1;
@@ -153,22 +151,8 @@ impl RouteError {
         };
         text.truncate(200);
         text.push('\n');
-        let mut response = Response::new(full(text));
-        *response.status_mut() = status;
+        let mut response = respond::text(&Method::GET, status, text);
         let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(SANDBOX_CSP),
-        );
         if matches!(self, RouteError::Unauthorized) {
             h.insert(
                 header::WWW_AUTHENTICATE,
@@ -230,7 +214,10 @@ mod tests {
         }
         let r = RouteError::Busy.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
-        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], SANDBOX_CSP);
+        assert_eq!(
+            r.headers()[header::CONTENT_SECURITY_POLICY],
+            respond::SANDBOX_CSP
+        );
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
     }
 }

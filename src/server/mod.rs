@@ -10,13 +10,14 @@ pub mod error;
 pub mod image;
 pub mod metrics;
 pub mod page;
+pub mod respond;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
@@ -27,7 +28,7 @@ use crate::rewrite::RewriteContext;
 use crate::secret_file;
 use crate::signing::KeyRing;
 use crate::urls::UrlSigner;
-use body::{full, Body, BoxError};
+use body::{Body, BoxError};
 use client_body::{BodyPace, ClientBody};
 use connections::{ConnLimits, Handler, Listener};
 use error::RouteError;
@@ -257,26 +258,10 @@ fn logged_path(path: &str) -> &str {
         .map_or(path, |(end, _)| &path[..end])
 }
 
+/// A read-only text route's answer (healthz, metrics).
 fn text(method: &Method, body: impl Into<bytes::Bytes>) -> Result<Response<Body>, RouteError> {
-    if method != Method::GET && method != Method::HEAD {
-        return Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" });
-    }
-    let body = body.into();
-    let len = body.len();
-    let mut response = Response::new(if method == Method::HEAD {
-        body::empty()
-    } else {
-        full(body)
-    });
-    *response.status_mut() = StatusCode::OK;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    respond::allow(method, respond::READ)?;
+    Ok(respond::text(method, StatusCode::OK, body))
 }
 
 /// Rejects what no route should see: TRACE and CONNECT (never forwarded to an origin), and an

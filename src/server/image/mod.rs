@@ -17,8 +17,9 @@ use crate::config::{Config, ConfigError};
 use crate::fetch::Fetcher;
 use crate::pipeline::{self, FormatSet, Job, Limits};
 use crate::server::body::{empty, full, Body};
-use crate::server::error::{RouteError, SANDBOX_CSP};
+use crate::server::error::RouteError;
 use crate::server::metrics::{CacheView, Metrics, StageLoad};
+use crate::server::respond;
 use crate::urls::{Format, Options, UrlSigner};
 use pool::{Gate, WorkPool};
 
@@ -141,9 +142,7 @@ impl ImageRoute {
         headers: &HeaderMap,
         path: &str,
     ) -> Result<Response<Body>, RouteError> {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" });
-        }
+        respond::allow(method, respond::READ)?;
         let request = self.signer.verify_path(path)?;
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
         let formats = pipeline::negotiate(
@@ -250,14 +249,7 @@ impl ImageRoute {
         h.insert(header::ETAG, variant.etag.clone());
         h.insert(header::CACHE_CONTROL, self.cache_control.clone());
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(SANDBOX_CSP),
-        );
+        respond::inert(h);
         h.insert(
             "x-cache",
             HeaderValue::from_static(if lookup == Lookup::Hit { "HIT" } else { "MISS" }),

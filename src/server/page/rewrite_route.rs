@@ -15,6 +15,7 @@ use crate::rewrite::{DocKind, RewriteContext};
 use crate::server::body::{Body, BoxError};
 use crate::server::error::RouteError;
 use crate::server::metrics::Metrics;
+use crate::server::respond;
 
 pub fn respond<B>(
     req: Request<B>,
@@ -26,9 +27,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if req.method() != Method::POST {
-        return Err(RouteError::MethodNotAllowed { allow: "POST" });
-    }
+    respond::allow(req.method(), (&[Method::POST], "POST"))?;
     let (parts, body) = req.into_parts();
     let ctype = parts
         .headers
@@ -64,9 +63,6 @@ where
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, reply_type);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    respond::inert(h);
     Ok(response)
 }
