@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hosts::HostPattern;
+use crate::hosts::HostSet;
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "IMGRELAY_";
@@ -497,9 +497,7 @@ impl Config {
                 return Err(invalid(&format!("rewrite.wrappers[{i}].param"), "empty"));
             }
         }
-        for (i, h) in self.rewrite.direct_hosts.iter().enumerate() {
-            HostPattern::parse(h).map_err(|m| invalid(&format!("rewrite.direct_hosts[{i}]"), m))?;
-        }
+        host_set("rewrite.direct_hosts", &self.rewrite.direct_hosts)?;
         if self.rewrite.max_width == 0 {
             return Err(invalid("rewrite.max_width", "must be at least 1"));
         }
@@ -514,10 +512,7 @@ impl Config {
         if self.rewrite.max_memory_kb < 16 {
             return Err(invalid("rewrite.max_memory_kb", "must be at least 16"));
         }
-        for (i, h) in self.upstream.allowed_hosts.iter().enumerate() {
-            HostPattern::parse(h)
-                .map_err(|m| invalid(&format!("upstream.allowed_hosts[{i}]"), m))?;
-        }
+        host_set("upstream.allowed_hosts", &self.upstream.allowed_hosts)?;
         self.resolve_pins()?;
         self.extra_roots()?;
         for (key, value) in [
@@ -667,6 +662,11 @@ impl Config {
         }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// The host patterns under `key`, or the error naming the first bad one.
+pub fn host_set(key: &str, patterns: &[String]) -> Result<HostSet, ConfigError> {
+    HostSet::new(patterns).map_err(|bad| invalid(&format!("{key}[{}]", bad.index), bad.reason))
 }
 
 fn mask_url_credentials(s: &str) -> String {

@@ -45,18 +45,31 @@ impl HostPattern {
     }
 }
 
-/// A list of patterns; parse errors were reported by config validation.
+/// A list of patterns. Built only from patterns that all parse: an allow-list that silently
+/// lost a bad entry could end up empty, and an empty allow-list allows every host.
 #[derive(Debug, Clone, Default)]
 pub struct HostSet(Vec<HostPattern>);
 
+/// The first pattern of a list that does not parse: its index and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPattern {
+    pub index: usize,
+    pub reason: String,
+}
+
 impl HostSet {
-    pub fn new(patterns: &[String]) -> HostSet {
-        HostSet(
-            patterns
-                .iter()
-                .filter_map(|p| HostPattern::parse(p).ok())
-                .collect(),
-        )
+    pub fn new(patterns: &[String]) -> Result<HostSet, BadPattern> {
+        patterns
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                HostPattern::parse(p).map_err(|reason| BadPattern {
+                    index,
+                    reason: reason.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(HostSet)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,5 +97,12 @@ mod tests {
         assert!(!e.matches("static.1sapp.com.evil.example"));
         assert!(HostPattern::parse("a b").is_err());
         assert!(HostPattern::parse("*").is_err());
+    }
+
+    #[test]
+    fn a_bad_pattern_fails_the_whole_set() {
+        let list = ["*.1sapp.com".to_string(), "a b".to_string()];
+        assert_eq!(HostSet::new(&list).unwrap_err().index, 1);
+        assert!(HostSet::new(&list[..1]).unwrap().matches("x.1sapp.com"));
     }
 }

@@ -16,7 +16,7 @@ use rustls::pki_types::CertificateDer;
 use url::Url;
 
 use crate::cause::Cause;
-use crate::config::{Config, ConfigError};
+use crate::config::{host_set, Config, ConfigError};
 use crate::hosts::HostSet;
 
 pub use connector::{ConnectError, GuardedConnector};
@@ -115,7 +115,7 @@ impl Fetcher {
             .map(|(host, v)| Ok((host.to_ascii_lowercase(), header("upstream.referer", v)?)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let settings = FetchSettings {
-            allowed_hosts: HostSet::new(&up.allowed_hosts),
+            allowed_hosts: host_set("upstream.allowed_hosts", &up.allowed_hosts)?,
             extra_roots: config.extra_roots()?,
             max_bytes: up.max_bytes,
             max_redirects: up.max_redirects,
@@ -303,7 +303,8 @@ mod tests {
 
     fn fetcher(allowed: &[&str]) -> Fetcher {
         let settings = FetchSettings {
-            allowed_hosts: HostSet::new(&allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            allowed_hosts: HostSet::new(&allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap(),
             extra_roots: Vec::new(),
             max_bytes: 1000,
             max_redirects: 2,

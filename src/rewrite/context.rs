@@ -10,7 +10,7 @@ use url::Url;
 
 use super::wrappers::WrapperSet;
 use super::RewriteError;
-use crate::config::{Config, RewriteConfig};
+use crate::config::{host_set, Config, RewriteConfig};
 use crate::hosts::HostSet;
 use crate::signing::KeyRing;
 use crate::urls::{parse_source, Options, UrlSigner};
@@ -45,7 +45,8 @@ impl RewriteContext {
             signer: UrlSigner::new(keys, prefix),
             config: config.rewrite.clone(),
             wrappers,
-            direct_hosts: HostSet::new(&config.rewrite.direct_hosts),
+            direct_hosts: host_set("rewrite.direct_hosts", &config.rewrite.direct_hosts)
+                .map_err(|e| RewriteError::Config(e.to_string()))?,
             absolute_base,
         }))
     }
