@@ -9,11 +9,13 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tokio::sync::watch;
+
+use crate::sync::lock;
 
 /// Most shards a cache is split into; fewer when the budget is small, so that every shard can
 /// still hold an entry of the largest allowed size.
@@ -47,11 +49,6 @@ impl<T: Weigh> Weigh for std::sync::Arc<T> {
     fn weight(&self) -> u64 {
         (**self).weight()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a cache lock leaves a consistent LRU behind: keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counters of one cache, readable at any time.

@@ -13,4 +13,5 @@ pub mod rewrite;
 pub mod secret_file;
 pub mod server;
 pub mod signing;
+pub mod sync;
 pub mod urls;

@@ -5,7 +5,7 @@
 //! before they are judged, and untouched parts of a value are written back raw.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use lol_html::send::{Element, ElementContentHandlers, Settings};
 use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector};
@@ -15,12 +15,8 @@ use super::context::{Markup, Outcome, RewriteContext};
 use super::doc_state::{DocState, Hint};
 use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint};
 use super::tag::{InputWindow, Tag};
+use crate::sync::lock;
 use crate::urls::Options;
-
-fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic cannot happen inside the handlers, but a poisoned lock must not become one.
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn place(el: &Element<'_, '_>, attr: &str) -> String {
     format!("{}[{attr}]", el.tag_name())

@@ -28,6 +28,8 @@ pub use report::{Action, Counts, HintReport, RefReport};
 use doc_state::DocState;
 use tag::InputWindow;
 
+use crate::sync::lock;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
     #[error("rewrite config: {0}")]
@@ -136,10 +138,6 @@ pub struct Rewriter<S: FnMut(&[u8])> {
     encoding: &'static Encoding,
     /// Whether handlers may read tags from the window (off only to test the other path).
     use_window: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<S: FnMut(&[u8])> Rewriter<S> {

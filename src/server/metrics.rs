@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::cache::CacheStats;
+use crate::sync::lock;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -76,7 +77,7 @@ impl Metrics {
     /// One answered request; `elapsed` is the time until its response head was ready
     /// (streamed bodies continue after it).
     pub fn response(&self, route: &'static str, status: u16, elapsed: Duration) {
-        let mut r = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = lock(&self.responses);
         *r.counts.entry((route, status)).or_default() += 1;
         r.latency
             .entry(route)
@@ -108,10 +109,7 @@ impl Metrics {
     }
 
     pub fn connection_ended(&self, plane: &'static str) {
-        let mut open = self
-            .connections_open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut open = lock(&self.connections_open);
         if let Some(n) = open.get_mut(plane) {
             *n = n.saturating_sub(1);
         }
@@ -119,10 +117,7 @@ impl Metrics {
 
     /// The server closed a connection: `header_timeout`, `idle`, `send_timeout`, `evicted`.
     pub fn connection_closed(&self, plane: &'static str, reason: &'static str) {
-        *self
-            .connection_closes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        *lock(&self.connection_closes)
             .entry((plane, reason))
             .or_default() += 1;
     }
@@ -138,11 +133,7 @@ impl Metrics {
         fetches: StageLoad,
     ) -> String {
         let mut out = String::new();
-        let responses = self
-            .responses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let responses = lock(&self.responses).clone();
         out.push_str("# TYPE imgrelay_requests_total counter\n");
         for ((route, status), n) in &responses.counts {
             let _ = writeln!(
@@ -189,17 +180,13 @@ impl Metrics {
                 &self.accept_errors,
             ),
         ] {
-            let map = map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let map = lock(map).clone();
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (value, n) in map {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
         }
-        let closes = self
-            .connection_closes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let closes = lock(&self.connection_closes).clone();
         out.push_str("# TYPE imgrelay_connections_closed_total counter\n");
         for ((plane, reason), n) in closes {
             let _ = writeln!(
@@ -294,7 +281,7 @@ impl Metrics {
 }
 
 fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = lock(map);
     *map.entry(key).or_default() += 1;
 }
 

@@ -75,8 +75,6 @@ pub struct AppState {
     /// `None` when no origin is configured.
     page: Option<PageProxy>,
     metrics: Arc<Metrics>,
-    /// Longest pause in a request body the service reads itself.
-    client_idle: Duration,
     body_pace: BodyPace,
     /// The bearer token the control plane wants, when one is configured.
     admin_token: Option<Vec<u8>>,
@@ -124,7 +122,6 @@ impl AppState {
             rewrite,
             page,
             metrics,
-            client_idle: Duration::from_secs(config.server.client_idle_timeout_s),
             body_pace: BodyPace {
                 idle: Duration::from_secs(config.server.client_idle_timeout_s),
                 min_rate: config.server.client_body_min_rate,
@@ -202,7 +199,7 @@ impl AppState {
                     text(req.method(), body)
                 }
                 Route::Rewrite => {
-                    rewrite_route::respond(req, &self.rewrite, &self.metrics, self.client_idle)
+                    rewrite_route::respond(req, &self.rewrite, &self.metrics, self.body_pace.idle)
                 }
                 Route::Page => match &self.page {
                     Some(page) => page.respond(req).await,

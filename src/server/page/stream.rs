@@ -19,6 +19,7 @@ use crate::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
 use crate::server::body::{Body, BoxError, SourceBody};
 use crate::server::client_body::is_too_slow;
 use crate::server::metrics::Metrics;
+use crate::sync::lock;
 
 /// Chunks in flight between the pump and the client connection.
 const CHANNEL_CHUNKS: usize = 8;
@@ -92,7 +93,7 @@ pub fn spawn(source: SourceBody, pump: Pump) -> Body {
 type Sink = Arc<Mutex<Vec<u8>>>;
 
 fn take(sink: &Sink) -> Vec<u8> {
-    std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()))
+    std::mem::take(&mut *lock(sink))
 }
 
 async fn run(mut source: SourceBody, mut pump: Pump, tx: mpsc::Sender<Result<Bytes, BoxError>>) {
@@ -100,9 +101,7 @@ async fn run(mut source: SourceBody, mut pump: Pump, tx: mpsc::Sender<Result<Byt
     let mut rewriter = pump.rewrite.take().map(|job| {
         let out = sink.clone();
         Rewriter::new(job.ctx, job.kind, job.charset, move |b: &[u8]| {
-            out.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(b)
+            lock(&out).extend_from_slice(b)
         })
     });
     loop {
