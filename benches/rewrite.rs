@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use imgrelay::config::Config;
+use imgrelay::config::{Config, Settings};
 use imgrelay::rewrite::{DocKind, RewriteContext, Rewriter};
 use imgrelay::signing::{Key, KeyRing};
 
@@ -15,7 +15,12 @@ const CHUNK: usize = 64 * 1024;
 
 fn context() -> Arc<RewriteContext> {
     let keys = KeyRing::new(Key::from_hex(&"42".repeat(32)).expect("key"), vec![]);
-    RewriteContext::new(&Config::default(), keys).expect("context")
+    RewriteContext::new(
+        Settings::from_config(&Config::default())
+            .expect("defaults")
+            .rewrite,
+        keys,
+    )
 }
 
 /// Corpus post bodies repeated to about `target` bytes behind one Hexo front matter.

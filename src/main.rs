@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imgrelay::cli::{rewrite, serve, sign};
-use imgrelay::config::{Config, Overrides};
+use imgrelay::cli::{self, rewrite, serve, sign};
+use imgrelay::config::{Config, Overrides, Settings};
 use imgrelay::urls::Format;
 
 #[derive(Parser)]
@@ -27,11 +27,23 @@ struct ConfigArg {
 }
 
 impl ConfigArg {
-    fn load(&self, overrides: &Overrides) -> Result<Config, imgrelay::config::ConfigError> {
-        match &self.config {
+    /// The effective config and the settings parsed from it, or why not (exit 2).
+    fn load(&self, overrides: &Overrides) -> Result<(Config, Settings), ExitCode> {
+        let loaded = match &self.config {
             Some(path) => Config::load(path, true, overrides),
             None => Config::load(std::path::Path::new("config.toml"), false, overrides),
-        }
+        };
+        loaded
+            .and_then(|config| Settings::from_config(&config).map(|settings| (config, settings)))
+            .map_err(|e| {
+                eprintln!("imgrelay: {e}");
+                ExitCode::from(cli::EXIT_USAGE)
+            })
+    }
+
+    fn settings(&self) -> Result<Settings, ExitCode> {
+        self.load(&Overrides::default())
+            .map(|(_, settings)| settings)
     }
 }
 
@@ -80,14 +92,6 @@ enum Command {
     },
 }
 
-/// Loads the config or reports why not (exit 2).
-fn load(config: &ConfigArg) -> Result<Config, ExitCode> {
-    config.load(&Overrides::default()).map_err(|e| {
-        eprintln!("imgrelay: {e}");
-        ExitCode::from(2)
-    })
-}
-
 fn main() -> ExitCode {
     imgrelay::allocator::tune();
     let cli = match Cli::try_parse() {
@@ -103,34 +107,25 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig { config } => match config.load(&Overrides::default()) {
-            Ok(cfg) => {
-                print!("{}", cfg.to_masked_toml());
+            Ok((config, _)) => {
+                print!("{}", config.to_masked_toml());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("imgrelay: {e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
-        Command::Serve { config, listen } => {
-            let cfg = match config.load(&Overrides { listen }) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("imgrelay: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            serve::run(cfg)
-        }
+        Command::Serve { config, listen } => match config.load(&Overrides { listen }) {
+            Ok((_, settings)) => serve::run(settings),
+            Err(code) => code,
+        },
         Command::Rewrite {
             config,
             in_place,
             out,
             report,
             files,
-        } => match load(&config) {
-            Ok(cfg) => rewrite::run(
-                &cfg,
+        } => match config.settings() {
+            Ok(settings) => rewrite::run(
+                settings,
                 rewrite::RewriteArgs {
                     in_place,
                     out,
@@ -145,8 +140,8 @@ fn main() -> ExitCode {
             size,
             format,
             url,
-        } => match load(&config) {
-            Ok(cfg) => sign::run(&cfg, sign::SignArgs { size, format, url }),
+        } => match config.settings() {
+            Ok(settings) => sign::run(settings, sign::SignArgs { size, format, url }),
             Err(code) => code,
         },
     }

@@ -9,7 +9,6 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::SigningConfig;
 use crate::secret_file::{self, SecretError};
 
 /// Bytes of the HMAC-SHA256 output kept in a URL.
@@ -118,6 +117,13 @@ impl Key {
     }
 }
 
+/// Where the keys live (`[signing]`): the key that signs, then older keys that still verify.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFiles {
+    pub signing: PathBuf,
+    pub verify_only: Vec<PathBuf>,
+}
+
 /// The signing key plus older verify-only keys.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
@@ -136,12 +142,12 @@ impl KeyRing {
         }
     }
 
-    /// Loads the key files named by the config; the signing key must exist. A key file that
-    /// group or others may write is refused; one they may read gives a warning.
-    pub fn load(cfg: &SigningConfig) -> Result<KeyRing, KeyError> {
+    /// Loads the key files; the signing key must exist. A key file that group or others may
+    /// write is refused; one they may read gives a warning.
+    pub fn load(files: &KeyFiles) -> Result<KeyRing, KeyError> {
         let mut warnings = Vec::new();
-        let mut keys = Vec::with_capacity(1 + cfg.verify_key_files.len());
-        for path in std::iter::once(&cfg.key_file).chain(&cfg.verify_key_files) {
+        let mut keys = Vec::with_capacity(1 + files.verify_only.len());
+        for path in std::iter::once(&files.signing).chain(&files.verify_only) {
             let (key, warning) = Key::load(path)?;
             keys.push(key);
             warnings.extend(warning);
@@ -156,9 +162,9 @@ impl KeyRing {
 
     /// Like [`KeyRing::load`], but first creates a missing signing key file with a fresh random
     /// key (mode 0600). Returns whether it was created.
-    pub fn load_or_create(cfg: &SigningConfig) -> Result<(KeyRing, bool), KeyError> {
-        let created = create_key_file(&cfg.key_file)?;
-        Ok((KeyRing::load(cfg)?, created))
+    pub fn load_or_create(files: &KeyFiles) -> Result<(KeyRing, bool), KeyError> {
+        let created = create_key_file(&files.signing)?;
+        Ok((KeyRing::load(files)?, created))
     }
 
     pub fn signing_key(&self) -> &Key {
@@ -242,9 +248,9 @@ mod tests {
     #[test]
     fn creates_key_file_once_with_private_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SigningConfig {
-            key_file: dir.path().join("k"),
-            verify_key_files: vec![],
+        let cfg = KeyFiles {
+            signing: dir.path().join("k"),
+            verify_only: vec![],
         };
         assert!(matches!(KeyRing::load(&cfg), Err(KeyError::Missing { .. })));
         let (ring, created) = KeyRing::load_or_create(&cfg).unwrap();
@@ -255,7 +261,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&cfg.key_file)
+            let mode = std::fs::metadata(&cfg.signing)
                 .unwrap()
                 .permissions()
                 .mode();

@@ -5,7 +5,7 @@ mod cli_support;
 
 use std::sync::Arc;
 
-use imgrelay::config::Config;
+use imgrelay::config::{Config, Settings};
 use imgrelay::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
 use imgrelay::signing::{Key, KeyRing};
 use proptest::prelude::*;
@@ -15,7 +15,7 @@ fn context(max_memory_kb: usize) -> Arc<RewriteContext> {
     config.server.public_prefix = cli_support::PREFIX.into();
     config.rewrite.max_memory_kb = max_memory_kb;
     let keys = KeyRing::new(Key::from_hex(cli_support::KEY_HEX).unwrap(), vec![]);
-    RewriteContext::new(&config, keys).unwrap()
+    RewriteContext::new(Settings::from_config(&config).unwrap().rewrite, keys)
 }
 
 fn corpus() -> Vec<Vec<u8>> {

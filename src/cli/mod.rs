@@ -7,7 +7,7 @@ pub mod sign;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::rewrite::RewriteContext;
 use crate::signing::KeyRing;
 
@@ -17,16 +17,13 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_FAILED: u8 = 1;
 
 /// Reads the signing keys and builds the rewrite context, or says why not.
-pub fn context(config: &Config) -> Result<Arc<RewriteContext>, ExitCode> {
-    let keys = KeyRing::load(&config.signing).map_err(|e| {
+pub fn context(settings: Settings) -> Result<Arc<RewriteContext>, ExitCode> {
+    let keys = KeyRing::load(&settings.keys).map_err(|e| {
         eprintln!("imgrelay: {e}");
         ExitCode::from(EXIT_FAILED)
     })?;
     for warning in keys.warnings() {
         eprintln!("imgrelay: warning: signing key file {warning}");
     }
-    RewriteContext::new(config, keys).map_err(|e| {
-        eprintln!("imgrelay: {e}");
-        ExitCode::from(EXIT_USAGE)
-    })
+    Ok(RewriteContext::new(settings.rewrite, keys))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::rewrite::{DocKind, RefReport, RewriteContext, Rewriter, Summary};
 
 use super::{EXIT_FAILED, EXIT_USAGE};
@@ -39,12 +39,12 @@ struct ReportLine<'a> {
     entry: &'a RefReport,
 }
 
-pub fn run(config: &Config, args: RewriteArgs) -> ExitCode {
+pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
     if let Err(message) = check_usage(&args) {
         eprintln!("imgrelay rewrite: {message}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let ctx = match super::context(config) {
+    let ctx = match super::context(settings) {
         Ok(ctx) => ctx,
         Err(code) => return code,
     };

@@ -5,19 +5,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{LogSettings, Settings};
 use crate::server::connections::{connection_budget, ConnLimits};
 use crate::server::{self, AppState, Listeners};
 use crate::signing::KeyRing;
 use tracing_subscriber::EnvFilter;
 
-pub fn run(config: Config) -> ExitCode {
-    init_logging(&config);
+pub fn run(settings: Settings) -> ExitCode {
+    init_logging(&settings.log);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     // Transforms run on the blocking pool (at most `workers` at once) beside the DNS look-ups.
     // Every thread keeps its own allocator heap, so a small fixed set of long-lived threads, not
     // tokio's default of up to 512 short-lived ones, keeps memory beyond the caches bounded.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(config.image.workers() + 8)
+        .max_blocking_threads(settings.serve.image.workers + 8)
         .thread_keep_alive(Duration::from_secs(300))
         .enable_all()
         .build()
@@ -28,7 +31,7 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -38,103 +41,98 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(log: &LogSettings) {
     // RUST_LOG wins over log.level so one run can be debugged without editing the config.
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = if config.log.format == "json" {
+    let _ = if log.json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(settings: Settings) -> Result<(), String> {
     let (keys, created) =
-        KeyRing::load_or_create(&config.signing).map_err(|e| format!("signing key: {e}"))?;
+        KeyRing::load_or_create(&settings.keys).map_err(|e| format!("signing key: {e}"))?;
     for warning in keys.warnings() {
         tracing::warn!("signing key file {warning}");
     }
     if created {
         tracing::warn!(
-            path = %config.signing.key_file.display(),
+            path = %settings.keys.signing.display(),
             "created a new signing key file; keep it: published URLs depend on it"
         );
     }
-    let state = Arc::new(AppState::new(&config, keys).map_err(|e| e.to_string())?);
-    if state.page_proxy_on() && config.upstream.allowed_hosts.is_empty() {
+    let serve = settings.serve;
+    if serve.origin.is_some() && serve.fetch.allowed_hosts.is_empty() {
         tracing::warn!(
             "the page proxy signs every wrapped image URL in the origin's pages, user comments \
              included, and upstream.allowed_hosts is empty: any host written into a page can be \
              fetched through this server; list the image hosts in upstream.allowed_hosts"
         );
     }
-    let server = &config.server;
+    let state = Arc::new(AppState::new(&serve, settings.rewrite, keys));
     // Descriptors beyond client connections: upstream fetches, origin connections, the control
     // plane, files and the runtime's own.
-    let reserve = config.upstream.max_fetches as u64 + server::CONTROL_MAX_CONNECTIONS as u64 + 64;
-    let (max_connections, fd_limit) = connection_budget(server.max_connections, reserve);
-    if max_connections < server.max_connections {
+    let reserve = serve.image.max_fetches as u64 + server::CONTROL_MAX_CONNECTIONS as u64 + 64;
+    let configured = serve.connections.max_connections;
+    let (max_connections, fd_limit) = connection_budget(configured, reserve);
+    if max_connections < configured {
         tracing::warn!(
-            configured = server.max_connections,
+            configured,
             effective = max_connections,
             fd_limit,
             "server.max_connections lowered to fit the open-file limit (ulimit -n)"
         );
     }
-    let public = tokio::net::TcpListener::bind(&server.listen)
+    let public = tokio::net::TcpListener::bind(serve.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", server.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", serve.listen))?;
     let addr = public
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
-    let control = if server.admin_listen.is_empty() {
-        tracing::info!("control plane off (server.admin_listen is empty)");
-        None
-    } else {
-        let control = tokio::net::TcpListener::bind(&server.admin_listen)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen on {} (server.admin_listen): {e}",
-                    server.admin_listen
-                )
-            })?;
-        let admin_addr = control
-            .local_addr()
-            .map_err(|e| format!("control listener address: {e}"))?;
-        if !admin_addr.ip().is_loopback() && server.admin_token_file.as_os_str().is_empty() {
-            tracing::warn!(
-                %admin_addr,
-                "the control plane listens beyond loopback without server.admin_token_file: \
-                 whoever reaches it can have URLs signed"
-            );
+    let control = match serve.admin_listen {
+        None => {
+            tracing::info!("control plane off (server.admin_listen is empty)");
+            None
         }
-        tracing::info!(%admin_addr, "control plane listening");
-        Some(control)
+        Some(admin) => {
+            let control = tokio::net::TcpListener::bind(admin)
+                .await
+                .map_err(|e| format!("cannot listen on {admin} (server.admin_listen): {e}"))?;
+            let admin_addr = control
+                .local_addr()
+                .map_err(|e| format!("control listener address: {e}"))?;
+            if !admin_addr.ip().is_loopback() && serve.admin_token.is_none() {
+                tracing::warn!(
+                    %admin_addr,
+                    "the control plane listens beyond loopback without server.admin_token_file: \
+                     whoever reaches it can have URLs signed"
+                );
+            }
+            tracing::info!(%admin_addr, "control plane listening");
+            Some(control)
+        }
     };
     tracing::info!(%addr, max_connections, "listening");
-    let limits = ConnLimits {
-        max_connections,
-        header_timeout: Duration::from_secs(server.header_timeout_s),
-        keepalive_timeout: Duration::from_secs(server.keepalive_timeout_s),
-        send_timeout: Duration::from_secs(server.send_timeout_s),
-        http2_ping_interval: Duration::from_secs(server.http2_ping_interval_s),
-    };
     server::serve(
         Listeners {
             public,
-            public_limits: limits,
+            public_limits: ConnLimits {
+                max_connections,
+                ..serve.connections
+            },
             control,
         },
         state,
         shutdown_signal(),
-        Duration::from_secs(server.shutdown_grace_s),
+        serve.shutdown_grace,
     )
     .await;
     Ok(())

@@ -3,7 +3,7 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::urls::{Format, Options, MAX_DIMENSION};
 
 use super::{EXIT_FAILED, EXIT_USAGE};
@@ -22,8 +22,8 @@ pub struct SignArgs {
     pub url: Option<String>,
 }
 
-pub fn run(config: &Config, args: SignArgs) -> ExitCode {
-    let ctx = match super::context(config) {
+pub fn run(settings: Settings, args: SignArgs) -> ExitCode {
+    let ctx = match super::context(settings) {
         Ok(ctx) => ctx,
         Err(code) => return code,
     };

@@ -3,6 +3,8 @@
 mod connector;
 pub mod guard;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +18,12 @@ use rustls::pki_types::CertificateDer;
 use url::Url;
 
 use crate::cause::Cause;
-use crate::config::{host_set, Config, ConfigError};
 use crate::hosts::HostSet;
 
 pub use connector::{ConnectError, GuardedConnector};
 
 type HttpsConnector = hyper_rustls::HttpsConnector<GuardedConnector>;
 
-/// Why an upstream fetch failed; each kind knows the status the client gets.
 /// What upstreams are told we take: AVIF only when this build decodes it, since an AVIF that
 /// needs resizing could not be served otherwise.
 const UPSTREAM_ACCEPT: &str = if crate::pipeline::decode::AVIF_DECODING {
@@ -32,6 +32,7 @@ const UPSTREAM_ACCEPT: &str = if crate::pipeline::decode::AVIF_DECODING {
     "image/webp,image/jpeg,image/png,image/gif,image/*;q=0.8,*/*;q=0.5"
 };
 
+/// Why an upstream fetch failed (the status a client gets is chosen in `server::error`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("upstream URL {0}")]
@@ -74,10 +75,14 @@ impl FetchError {
     }
 }
 
-/// The subset of `[upstream]` a fetcher needs.
+/// `[upstream]` as a fetcher takes it, parsed once by the config.
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     pub allowed_hosts: HostSet,
+    /// Lower-cased "host:port" → operator-chosen address, trusted as is.
+    pub pins: BTreeMap<String, SocketAddr>,
+    pub allow_private: bool,
+    pub connect_timeout: Duration,
     /// Certificate authorities trusted for https besides the system's.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub max_bytes: u64,
@@ -96,37 +101,12 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn from_config(config: &Config) -> Result<Fetcher, ConfigError> {
-        let up = &config.upstream;
+    pub fn new(settings: FetchSettings) -> Fetcher {
         let connector = GuardedConnector::new(
-            config.resolve_pins()?,
-            up.allow_private,
-            Duration::from_millis(up.connect_timeout_ms),
+            settings.pins.clone(),
+            settings.allow_private,
+            settings.connect_timeout,
         );
-        let header = |key: &str, v: &str| {
-            HeaderValue::from_str(v).map_err(|e| ConfigError::Invalid {
-                key: key.to_string(),
-                message: e.to_string(),
-            })
-        };
-        let referer = up
-            .referer
-            .iter()
-            .map(|(host, v)| Ok((host.to_ascii_lowercase(), header("upstream.referer", v)?)))
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-        let settings = FetchSettings {
-            allowed_hosts: host_set("upstream.allowed_hosts", &up.allowed_hosts)?,
-            extra_roots: config.extra_roots()?,
-            max_bytes: up.max_bytes,
-            max_redirects: up.max_redirects,
-            timeout: Duration::from_millis(up.timeout_ms),
-            user_agent: header("upstream.user_agent", &up.user_agent)?,
-            referer,
-        };
-        Ok(Fetcher::new(connector, settings))
-    }
-
-    pub fn new(connector: GuardedConnector, settings: FetchSettings) -> Fetcher {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(&settings.extra_roots))
             .https_or_http()
@@ -305,6 +285,9 @@ mod tests {
         let settings = FetchSettings {
             allowed_hosts: HostSet::new(&allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap(),
+            pins: BTreeMap::new(),
+            allow_private: false,
+            connect_timeout: Duration::from_millis(100),
             extra_roots: Vec::new(),
             max_bytes: 1000,
             max_redirects: 2,
@@ -315,9 +298,7 @@ mod tests {
                 HeaderValue::from_static("https://blog.example/"),
             )],
         };
-        let connector =
-            GuardedConnector::new(Default::default(), false, Duration::from_millis(100));
-        Fetcher::new(connector, settings)
+        Fetcher::new(settings)
     }
 
     #[test]

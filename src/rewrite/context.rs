@@ -9,8 +9,6 @@ use std::sync::Arc;
 use url::Url;
 
 use super::wrappers::WrapperSet;
-use super::RewriteError;
-use crate::config::{host_set, Config, RewriteConfig};
 use crate::hosts::HostSet;
 use crate::signing::KeyRing;
 use crate::urls::{parse_source, Options, UrlSigner};
@@ -23,36 +21,57 @@ pub enum Decision {
     Skip(String),
 }
 
-/// Built once from [`Config`] and the [`KeyRing`]; shared by every document rewrite.
+/// How references are rewritten (`[rewrite]` beyond the URL matching).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub max_width: u32,
+    /// Strictly increasing, each at least 1.
+    pub srcset_widths: Vec<u32>,
+    pub dimensions: bool,
+    pub lazy: bool,
+    /// `fetchpriority="high"` on the first image of a document.
+    pub fetchpriority: bool,
+    pub canonical_attr: bool,
+    pub front_matter_keys: Vec<String>,
+    pub max_memory_kb: usize,
+}
+
+/// `[rewrite]` and the public prefix, parsed once by the config.
+#[derive(Debug, Clone)]
+pub struct RewriteSettings {
+    pub wrappers: WrapperSet,
+    pub direct_hosts: HostSet,
+    /// Where proxied URLs point (`server.public_prefix`).
+    pub public_prefix: String,
+    /// Prepended to proxied URLs where an absolute URL is required (`og:image`): set when
+    /// `public_prefix` is a path and `public_base_url` is configured.
+    pub absolute_base: Option<String>,
+    pub policy: Policy,
+}
+
+/// Built once from [`RewriteSettings`] and the [`KeyRing`]; shared by every document rewrite.
 #[derive(Debug)]
 pub struct RewriteContext {
     signer: UrlSigner,
-    config: RewriteConfig,
+    policy: Policy,
     wrappers: WrapperSet,
     direct_hosts: HostSet,
-    /// Prepended to proxied URLs where an absolute URL is required (`og:image`): set when
-    /// `public_prefix` is a path and `public_base_url` is configured.
     absolute_base: Option<String>,
 }
 
 impl RewriteContext {
-    pub fn new(config: &Config, keys: KeyRing) -> Result<Arc<RewriteContext>, RewriteError> {
-        let wrappers = WrapperSet::new(&config.rewrite.wrappers).map_err(RewriteError::Config)?;
-        let prefix = &config.server.public_prefix;
-        let base = config.server.public_base_url.trim_end_matches('/');
-        let absolute_base = (prefix.starts_with('/') && !base.is_empty()).then(|| base.to_string());
-        Ok(Arc::new(RewriteContext {
-            signer: UrlSigner::new(keys, prefix),
-            config: config.rewrite.clone(),
-            wrappers,
-            direct_hosts: host_set("rewrite.direct_hosts", &config.rewrite.direct_hosts)
-                .map_err(|e| RewriteError::Config(e.to_string()))?,
-            absolute_base,
-        }))
+    pub fn new(settings: RewriteSettings, keys: KeyRing) -> Arc<RewriteContext> {
+        Arc::new(RewriteContext {
+            signer: UrlSigner::new(keys, &settings.public_prefix),
+            policy: settings.policy,
+            wrappers: settings.wrappers,
+            direct_hosts: settings.direct_hosts,
+            absolute_base: settings.absolute_base,
+        })
     }
 
-    pub fn config(&self) -> &RewriteConfig {
-        &self.config
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn signer(&self) -> &UrlSigner {
@@ -117,7 +136,7 @@ impl RewriteContext {
 
     /// Options for a reference without a usable size hint.
     pub fn unsized_options(&self) -> Options {
-        Options::sized(self.config.max_width, 0)
+        Options::sized(self.policy.max_width, 0)
     }
 }
 
@@ -343,7 +362,8 @@ mod tests {
 
     fn ctx() -> Arc<RewriteContext> {
         let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
-        RewriteContext::new(&Config::default(), keys).unwrap()
+        let settings = crate::config::Settings::from_config(&crate::config::Config::default());
+        RewriteContext::new(settings.unwrap().rewrite, keys)
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 
 /// Rewrites the front matter block (from the opening `---` through the closing line).
 pub fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
-    let keys = st.ctx.config().front_matter_keys.clone();
+    let keys = st.ctx.policy().front_matter_keys.clone();
     let mut list_key: Option<(String, usize)> = None;
     let mut pos = 0;
     while pos < block.len() {

@@ -119,7 +119,7 @@ fn srcset_attr(
     options: Options,
     hint: Hint<'_>,
 ) -> bool {
-    let max_width = st.ctx.config().max_width;
+    let max_width = st.ctx.policy().max_width;
     let mut out = String::new();
     let mut last = 0;
     for c in parse_srcset(raw) {
@@ -198,7 +198,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let first = st.images_seen == 0;
     st.images_seen += 1;
     let ctx = st.ctx.clone();
-    let cfg = ctx.config();
+    let policy = ctx.policy();
     let attrs = ImgAttrs::read(el, tag);
     let hint = attrs
         .data_size
@@ -206,7 +206,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         .map(|raw| (raw, SizeHint::parse(raw)));
     let size = hint
         .and_then(|(_, h)| h.size)
-        .map(|s| target_size(s, cfg.max_width));
+        .map(|s| target_size(s, policy.max_width));
     let options = size.map_or_else(|| ctx.unsized_options(), |(w, h)| Options::sized(w, h));
 
     let mut rewritten = false;
@@ -229,7 +229,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         return;
     }
     if let Some((w, h)) = size {
-        if cfg.dimensions && !attrs.has_size_attr {
+        if policy.dimensions && !attrs.has_size_attr {
             st.edits.set("width", Decimal::new(w).as_str());
             st.edits.set("height", Decimal::new(h).as_str());
         }
@@ -238,10 +238,10 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         }
     }
     if first {
-        if cfg.fetchpriority && !attrs.has_fetchpriority {
+        if policy.fetchpriority && !attrs.has_fetchpriority {
             st.edits.set("fetchpriority", "high");
         }
-    } else if cfg.lazy {
+    } else if policy.lazy {
         if !attrs.has_loading {
             st.edits.set("loading", "lazy");
         }
@@ -249,7 +249,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
             st.edits.set("decoding", "async");
         }
     }
-    if let Some(original) = canonical.filter(|_| cfg.canonical_attr && !attrs.has_canonical) {
+    if let Some(original) = canonical.filter(|_| policy.canonical_attr && !attrs.has_canonical) {
         // The raw value is already escaped for an attribute; only quotes get escaped again.
         st.edits.set("data-canonical-src", original);
     }
@@ -259,9 +259,9 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
 /// configured widths below it, then the target itself with the image's own `options`. The
 /// source is judged once and only signed per width.
 fn generated_srcset(st: &mut DocState, ctx: &RewriteContext, src: &str, options: Options, w: u32) {
-    let cfg = ctx.config();
+    let policy = ctx.policy();
     // A single width needs no srcset.
-    if srcset_widths(&cfg.srcset_widths, w).nth(1).is_none() {
+    if srcset_widths(&policy.srcset_widths, w).nth(1).is_none() {
         return;
     }
     let Some((url, upstream)) = st.memo.upstream(ctx, src, Markup::Html) else {
@@ -269,7 +269,7 @@ fn generated_srcset(st: &mut DocState, ctx: &RewriteContext, src: &str, options:
     };
     let DocState { memo, edits, .. } = st;
     edits.set_with("srcset", |srcset| {
-        for (i, cw) in srcset_widths(&cfg.srcset_widths, w).enumerate() {
+        for (i, cw) in srcset_widths(&policy.srcset_widths, w).enumerate() {
             let opts = if cw == w {
                 options
             } else {

@@ -22,19 +22,13 @@ use std::sync::{Arc, Mutex};
 use encoding_rs::Encoding;
 use lol_html::{AsciiCompatibleEncoding, OutputSink};
 
-pub use context::{Decision, RewriteContext};
+pub use context::{Decision, Policy, RewriteContext, RewriteSettings};
 pub use report::{Action, Counts, HintReport, RefReport};
 
 use doc_state::DocState;
 use tag::InputWindow;
 
 use crate::sync::lock;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RewriteError {
-    #[error("rewrite config: {0}")]
-    Config(String),
-}
 
 /// What the input is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +165,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
     }
 
     fn max_memory(&self) -> usize {
-        self.ctx.config().max_memory_kb.saturating_mul(1024)
+        self.ctx.policy().max_memory_kb.saturating_mul(1024)
     }
 
     /// Feeds one chunk; whatever goes wrong inside passes the rest through (see [`Passthrough`]),
@@ -285,7 +279,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
                 self.passthrough = Some(if at_end {
                     Passthrough::UnterminatedFrontMatter
                 } else {
-                    Passthrough::FrontMatterTooLarge(self.ctx.config().max_memory_kb)
+                    Passthrough::FrontMatterTooLarge(self.ctx.policy().max_memory_kb)
                 });
                 if let Stage::FrontMatter(buf) =
                     std::mem::replace(&mut self.stage, Stage::Passthrough)
@@ -348,14 +342,14 @@ pub fn rewrite_bytes(ctx: Arc<RewriteContext>, kind: DocKind, input: &[u8]) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, Settings};
     use crate::signing::{Key, KeyRing};
 
     fn ctx(max_memory_kb: usize) -> Arc<RewriteContext> {
         let mut config = Config::default();
         config.rewrite.max_memory_kb = max_memory_kb;
         let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
-        RewriteContext::new(&config, keys).unwrap()
+        RewriteContext::new(Settings::from_config(&config).unwrap().rewrite, keys)
     }
 
     const WRAPPED: &str = "https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg";

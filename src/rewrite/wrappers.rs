@@ -4,11 +4,9 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-use crate::config::WrapperConfig;
-
 /// One configured wrapper, split once so matching a candidate allocates nothing.
 #[derive(Debug, Clone)]
-struct Wrapper {
+pub struct Wrapper {
     scheme: String,
     host: String,
     /// The port the prefix names, or the scheme's default.
@@ -78,28 +76,31 @@ fn split_host_port<'a>(authority: &'a str, scheme: &str) -> Option<(&'a str, u16
     }
 }
 
+impl Wrapper {
+    /// One wrapper from its prefix (an absolute http(s) URL) and the query parameter that
+    /// carries the inner URL, if any.
+    pub fn new(prefix: &str, param: Option<&str>) -> Result<Wrapper, String> {
+        let (scheme, authority, rest) =
+            split_authority(prefix).ok_or_else(|| "not an absolute URL".to_string())?;
+        let (host, port) =
+            split_host_port(authority, scheme).ok_or_else(|| "bad authority".to_string())?;
+        Ok(Wrapper {
+            scheme: scheme.to_ascii_lowercase(),
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+            rest: if rest.is_empty() {
+                "/".into()
+            } else {
+                rest.into()
+            },
+            param: param.map(str::to_string),
+        })
+    }
+}
+
 impl WrapperSet {
-    /// Builds the set from config; prefixes were validated as http(s) URLs with a host.
-    pub fn new(configs: &[WrapperConfig]) -> Result<WrapperSet, String> {
-        let mut out = Vec::with_capacity(configs.len());
-        for c in configs {
-            let (scheme, authority, rest) = split_authority(&c.prefix)
-                .ok_or_else(|| format!("wrapper prefix {:?} is not an absolute URL", c.prefix))?;
-            let (host, port) = split_host_port(authority, scheme)
-                .ok_or_else(|| format!("wrapper prefix {:?} has a bad authority", c.prefix))?;
-            out.push(Wrapper {
-                scheme: scheme.to_ascii_lowercase(),
-                host: host.trim_end_matches('.').to_ascii_lowercase(),
-                port,
-                rest: if rest.is_empty() {
-                    "/".into()
-                } else {
-                    rest.into()
-                },
-                param: c.param.clone(),
-            });
-        }
-        Ok(WrapperSet(out))
+    pub fn new(wrappers: Vec<Wrapper>) -> WrapperSet {
+        WrapperSet(wrappers)
     }
 
     /// The inner URL of `url` when it starts with a wrapper prefix, decoded per the wrapper's
@@ -165,10 +166,13 @@ fn decode_if_encoded(after: &str) -> Result<Cow<'_, str>, UnwrapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RewriteConfig;
+    use crate::config::{Config, Settings};
 
     fn set() -> WrapperSet {
-        WrapperSet::new(&RewriteConfig::default().wrappers).unwrap()
+        Settings::from_config(&Config::default())
+            .unwrap()
+            .rewrite
+            .wrappers
     }
 
     #[test]

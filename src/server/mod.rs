@@ -23,19 +23,18 @@ use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError};
-use crate::rewrite::RewriteContext;
-use crate::secret_file;
+use crate::fetch::{FetchSettings, Fetcher};
+use crate::rewrite::{RewriteContext, RewriteSettings};
 use crate::signing::KeyRing;
 use crate::urls::UrlSigner;
 use body::{Body, BoxError};
 use client_body::{BodyPace, ClientBody};
 use connections::{ConnLimits, Handler, Listener};
 use error::RouteError;
-use image::ImageRoute;
+use image::{ImageRoute, ImageSettings};
 use metrics::Metrics;
 use page::rewrite_route;
-use page::PageProxy;
+use page::{OriginSettings, PageProxy};
 
 /// Paths under this prefix belong to the service itself.
 pub const INTERNAL_PREFIX: &str = "/_imgrelay/";
@@ -104,35 +103,46 @@ impl Route {
     }
 }
 
+/// What `serve` runs with: every section the server reads, parsed once by the config.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    /// The control plane's address; `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the control plane wants, when one is configured.
+    pub admin_token: Option<Vec<u8>>,
+    /// The path under which images are answered (the path part of `public_prefix`).
+    pub route_prefix: String,
+    /// The public listener's bounds, before they are fitted to the open-file limit.
+    pub connections: ConnLimits,
+    pub body_pace: BodyPace,
+    /// How long in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    pub image: ImageSettings,
+    pub fetch: FetchSettings,
+    /// `None` when no origin is configured (page proxy off).
+    pub origin: Option<OriginSettings>,
+}
+
 impl AppState {
-    /// Builds the routes; the control plane's token file, when configured, is read here.
-    pub fn new(config: &Config, keys: KeyRing) -> Result<AppState, ConfigError> {
-        let admin_token = read_admin_token(config)?;
+    pub fn new(settings: &ServeSettings, rewrite: RewriteSettings, keys: KeyRing) -> AppState {
         let metrics = Arc::new(Metrics::default());
-        let rewrite =
-            RewriteContext::new(config, keys.clone()).map_err(|e| ConfigError::Invalid {
-                key: "rewrite".into(),
-                message: e.to_string(),
-            })?;
-        let page = PageProxy::new(&config.origin, rewrite.clone(), metrics.clone())?;
-        let signer = UrlSigner::new(keys, &config.server.public_prefix);
-        Ok(AppState {
-            route_prefix: config.server.route_prefix().to_string(),
-            image: ImageRoute::new(config, signer, metrics.clone())?,
+        let signer = UrlSigner::new(keys.clone(), &rewrite.public_prefix);
+        let rewrite = RewriteContext::new(rewrite, keys);
+        let page = settings
+            .origin
+            .as_ref()
+            .map(|origin| PageProxy::new(origin, rewrite.clone(), metrics.clone()));
+        let fetcher = Fetcher::new(settings.fetch.clone());
+        AppState {
+            route_prefix: settings.route_prefix.clone(),
+            image: ImageRoute::new(&settings.image, fetcher, signer, metrics.clone()),
             rewrite,
             page,
             metrics,
-            body_pace: BodyPace {
-                idle: Duration::from_secs(config.server.client_idle_timeout_s),
-                min_rate: config.server.client_body_min_rate,
-            },
-            admin_token,
-        })
-    }
-
-    /// True when the page proxy is on: it signs whatever wrapped URLs the origin's pages hold.
-    pub fn page_proxy_on(&self) -> bool {
-        self.page.is_some()
+            body_pace: settings.body_pace,
+            admin_token: settings.admin_token.clone(),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -277,29 +287,6 @@ fn well_formed<B>(req: &Request<B>) -> Result<(), RouteError> {
         return Err(RouteError::BadRequest("HTTP/1.1 request without Host"));
     }
     Ok(())
-}
-
-/// The control plane's token, read from `server.admin_token_file` with the key files' rules.
-fn read_admin_token(config: &Config) -> Result<Option<Vec<u8>>, ConfigError> {
-    let path = &config.server.admin_token_file;
-    if path.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let invalid = |message: String| ConfigError::Invalid {
-        key: "server.admin_token_file".into(),
-        message,
-    };
-    let secret = secret_file::read(path).map_err(|e| invalid(e.to_string()))?;
-    if let Some(warning) = &secret.warning {
-        tracing::warn!("control-plane token file {warning}");
-    }
-    let token = secret.text.trim();
-    if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(invalid(
-            "the token must be at least 16 printable characters without spaces".into(),
-        ));
-    }
-    Ok(Some(token.as_bytes().to_vec()))
 }
 
 /// One plane's view of the shared state, as its listener serves it.

@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::cache::{Cache, Lookup, Weigh};
-use crate::config::{Config, ConfigError};
 use crate::fetch::Fetcher;
 use crate::pipeline::{self, FormatSet, Job, Limits};
 use crate::server::body::{empty, full, Body};
@@ -22,8 +21,6 @@ use crate::server::metrics::{CacheView, Metrics, StageLoad};
 use crate::server::respond;
 use crate::urls::{Format, Options, UrlSigner};
 use pool::{Gate, WorkPool};
-
-const MB: u64 = 1024 * 1024;
 
 /// One encoded result, shared by the cache and every response that serves it.
 #[derive(Debug)]
@@ -55,11 +52,38 @@ impl Weigh for VariantKey {
 
 /// Settings a transform needs, owned so a job can move to a worker thread.
 #[derive(Debug, Clone)]
-struct TransformSettings {
-    preference: Arc<[Format]>,
-    quality: u8,
-    limits: Limits,
-    allow_svg: bool,
+pub struct TransformSettings {
+    /// Output formats in the configured order (`image.formats`).
+    pub preference: Arc<[Format]>,
+    pub quality: u8,
+    pub limits: Limits,
+    pub allow_svg: bool,
+}
+
+/// Byte budgets and lifetimes of the two memory caches.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub variant_bytes: u64,
+    pub source_bytes: u64,
+    pub max_entry_bytes: u64,
+    /// How long a failure is remembered.
+    pub negative_ttl: Duration,
+}
+
+/// `[image]`, `[cache]`, `[http]` and the fetch bounds of `[upstream]`, as the route takes them.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    pub transform: TransformSettings,
+    /// Transforms run at once, and waiting for a worker.
+    pub workers: usize,
+    pub queue: usize,
+    /// Fetches in flight at once, and waiting for a place.
+    pub max_fetches: usize,
+    pub fetch_queue: usize,
+    /// Longest wait for a place among the fetches.
+    pub fetch_wait: Duration,
+    pub cache: CacheSettings,
+    pub cache_control: HeaderValue,
 }
 
 pub struct ImageRoute {
@@ -76,7 +100,6 @@ struct Work {
     sources: Cache<String, Bytes, RouteError>,
     pool: WorkPool,
     fetches: Gate,
-    /// Longest wait for a place among the fetches.
     fetch_wait: Duration,
     settings: TransformSettings,
     metrics: Arc<Metrics>,
@@ -84,55 +107,34 @@ struct Work {
 
 impl ImageRoute {
     pub fn new(
-        config: &Config,
+        settings: &ImageSettings,
+        fetcher: Fetcher,
         signer: UrlSigner,
         metrics: Arc<Metrics>,
-    ) -> Result<ImageRoute, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            key: key.to_string(),
-            message,
-        };
-        let preference = config
-            .image
-            .formats
-            .iter()
-            .map(|f| f.parse::<Format>().map_err(|e| invalid("image.formats", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cache = &config.cache;
-        let negative_ttl = Duration::from_secs(cache.negative_ttl_s);
-        Ok(ImageRoute {
+    ) -> ImageRoute {
+        let cache = settings.cache;
+        ImageRoute {
             signer,
             variants: Cache::new(
-                cache.memory_mb.saturating_mul(MB),
+                cache.variant_bytes,
                 cache.max_entry_bytes,
-                negative_ttl,
+                cache.negative_ttl,
             ),
             work: Arc::new(Work {
-                fetcher: Fetcher::from_config(config)?,
+                fetcher,
                 sources: Cache::new(
-                    cache.source_memory_mb.saturating_mul(MB),
+                    cache.source_bytes,
                     cache.max_entry_bytes,
-                    negative_ttl,
+                    cache.negative_ttl,
                 ),
-                pool: WorkPool::new(config.image.workers(), config.image.queue),
-                fetches: Gate::new(config.upstream.max_fetches, config.upstream.fetch_queue),
-                fetch_wait: Duration::from_millis(config.upstream.timeout_ms),
-                settings: TransformSettings {
-                    preference: preference.into(),
-                    quality: config.image.quality,
-                    limits: Limits {
-                        max_src_pixels: config.image.max_src_pixels,
-                        max_output_pixels: config.image.max_output_pixels,
-                        max_animation_pixels: config.image.max_animation_pixels,
-                        max_jpeg_scans: config.image.max_jpeg_scans,
-                    },
-                    allow_svg: config.image.allow_svg,
-                },
+                pool: WorkPool::new(settings.workers, settings.queue),
+                fetches: Gate::new(settings.max_fetches, settings.fetch_queue),
+                fetch_wait: settings.fetch_wait,
+                settings: settings.transform.clone(),
                 metrics,
             }),
-            cache_control: HeaderValue::from_str(&config.http.cache_control)
-                .map_err(|e| invalid("http.cache_control", e.to_string()))?,
-        })
+            cache_control: settings.cache_control.clone(),
+        }
     }
 
     /// Answers one request; `path` is the request path after the prefix and its slash.

@@ -23,7 +23,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
-use crate::config::{ConfigError, OriginConfig};
 use crate::rewrite::charset::charset_param;
 use crate::rewrite::{DocKind, RewriteContext};
 use crate::server::body::{empty, Body, BoxError, Holding, SourceBody};
@@ -49,39 +48,36 @@ pub struct PageProxy {
     metrics: Arc<Metrics>,
 }
 
+/// `[origin]`, parsed: where pages come from and how long the origin may take.
+#[derive(Debug, Clone)]
+pub struct OriginSettings {
+    /// The origin's URL; its path is prepended to every request path.
+    pub base: Uri,
+    pub connect_timeout: Duration,
+    /// Longest wait for the origin's response headers, and then between two body chunks.
+    pub timeout: Duration,
+}
+
 impl PageProxy {
-    /// `None` when `origin.url` is empty (page proxy off).
     pub fn new(
-        config: &OriginConfig,
+        settings: &OriginSettings,
         ctx: Arc<RewriteContext>,
         metrics: Arc<Metrics>,
-    ) -> Result<Option<PageProxy>, ConfigError> {
-        if config.url.is_empty() {
-            return Ok(None);
-        }
-        let base: Uri =
-            config
-                .url
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| ConfigError::Invalid {
-                    key: "origin.url".into(),
-                    message: e.to_string(),
-                })?;
-        let base_path = base.path().trim_end_matches('/').to_string();
+    ) -> PageProxy {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(Some(PageProxy {
-            base,
-            base_path,
+        PageProxy {
+            base: settings.base.clone(),
+            base_path: settings.base.path().trim_end_matches('/').to_string(),
             client,
-            timeout: Duration::from_millis(config.timeout_ms),
+            timeout: settings.timeout,
             ctx,
             metrics,
-        }))
+        }
     }
 
     /// One request, in the phases of a proxy: the request to the origin, its answer, the

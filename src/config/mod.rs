@@ -4,12 +4,13 @@
 //! silently falls back to a default.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hosts::HostSet;
+mod settings;
+
+pub use settings::{BadKey, LogSettings, Settings};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "IMGRELAY_";
@@ -25,15 +26,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
-    #[error("config key {key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
+    /// Every key whose value is unusable, not just the first, so one edit can fix them all.
+    #[error("{}", settings::lines(.0))]
+    Invalid(Vec<BadKey>),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -253,17 +248,6 @@ impl Default for ImageConfig {
     }
 }
 
-impl ImageConfig {
-    /// Number of transforms run at once: `max_concurrency`, or the number of cores when 0.
-    pub fn workers(&self) -> usize {
-        if self.max_concurrency > 0 {
-            self.max_concurrency
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
@@ -367,6 +351,7 @@ impl Config {
     }
 
     /// Builds a config from file text, environment pairs and flags; the testable core of [`load`].
+    /// Values are checked when the config is turned into [`Settings`].
     ///
     /// [`load`]: Config::load
     pub fn from_parts(
@@ -391,11 +376,8 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let defaults =
-            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-                key: "(defaults)".into(),
-                message: e.to_string(),
-            })?;
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(vec![BadKey::new("(defaults)", e.to_string())]))?;
         let mut env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -415,7 +397,6 @@ impl Config {
         if let Some(dir) = file.and_then(|(path, _)| path.parent()) {
             config.resolve_paths(dir);
         }
-        config.validate()?;
         Ok(config)
     }
 
@@ -437,222 +418,6 @@ impl Config {
         }
     }
 
-    /// Checks every value that types alone cannot, naming the key at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("server.listen", format!("not an address:port: {e}")))?;
-        if !self.server.admin_listen.is_empty() {
-            let admin = self
-                .server
-                .admin_listen
-                .parse::<SocketAddr>()
-                .map_err(|e| invalid("server.admin_listen", format!("not an address:port: {e}")))?;
-            if admin.port() != 0 && self.server.listen.parse::<SocketAddr>().ok() == Some(admin) {
-                return Err(invalid(
-                    "server.admin_listen",
-                    "must differ from server.listen: the control plane is never public",
-                ));
-            }
-        }
-        let prefix = &self.server.public_prefix;
-        if prefix.contains("://") {
-            let url = url::Url::parse(prefix)
-                .map_err(|e| invalid("server.public_prefix", format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid("server.public_prefix", "must be http(s) or a path"));
-            }
-        } else if !prefix.starts_with('/') {
-            return Err(invalid(
-                "server.public_prefix",
-                "must be a path starting with '/' or an absolute URL",
-            ));
-        }
-        let route = self.server.route_prefix();
-        if route.ends_with('/') || route.is_empty() || route.starts_with("/_imgrelay") {
-            return Err(invalid(
-                "server.public_prefix",
-                "path must be non-empty, must not end with '/' and must not be under /_imgrelay",
-            ));
-        }
-        if !self.server.public_base_url.is_empty() {
-            let url = url::Url::parse(&self.server.public_base_url)
-                .map_err(|e| invalid("server.public_base_url", format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid("server.public_base_url", "must be an http(s) URL"));
-            }
-        }
-        if self.signing.key_file.as_os_str().is_empty() {
-            return Err(invalid("signing.key_file", "must not be empty"));
-        }
-        for (i, w) in self.rewrite.wrappers.iter().enumerate() {
-            let key = format!("rewrite.wrappers[{i}].prefix");
-            let url =
-                url::Url::parse(&w.prefix).map_err(|e| invalid(&key, format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(invalid(&key, "must be an http(s) URL with a host"));
-            }
-            if w.param.as_deref().is_some_and(str::is_empty) {
-                return Err(invalid(&format!("rewrite.wrappers[{i}].param"), "empty"));
-            }
-        }
-        host_set("rewrite.direct_hosts", &self.rewrite.direct_hosts)?;
-        if self.rewrite.max_width == 0 {
-            return Err(invalid("rewrite.max_width", "must be at least 1"));
-        }
-        if self.rewrite.srcset_widths.contains(&0)
-            || !self.rewrite.srcset_widths.windows(2).all(|w| w[0] < w[1])
-        {
-            return Err(invalid(
-                "rewrite.srcset_widths",
-                "must be positive and strictly increasing",
-            ));
-        }
-        if self.rewrite.max_memory_kb < 16 {
-            return Err(invalid("rewrite.max_memory_kb", "must be at least 16"));
-        }
-        host_set("upstream.allowed_hosts", &self.upstream.allowed_hosts)?;
-        self.resolve_pins()?;
-        self.extra_roots()?;
-        for (key, value) in [
-            (
-                "upstream.connect_timeout_ms",
-                self.upstream.connect_timeout_ms,
-            ),
-            ("upstream.timeout_ms", self.upstream.timeout_ms),
-            ("upstream.max_bytes", self.upstream.max_bytes),
-            ("image.max_src_pixels", self.image.max_src_pixels),
-            ("image.max_output_pixels", self.image.max_output_pixels),
-            (
-                "image.max_animation_pixels",
-                self.image.max_animation_pixels,
-            ),
-            ("image.max_jpeg_scans", u64::from(self.image.max_jpeg_scans)),
-            ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
-            ("origin.timeout_ms", self.origin.timeout_ms),
-            (
-                "server.client_idle_timeout_s",
-                self.server.client_idle_timeout_s,
-            ),
-            ("server.header_timeout_s", self.server.header_timeout_s),
-            (
-                "server.keepalive_timeout_s",
-                self.server.keepalive_timeout_s,
-            ),
-            ("server.send_timeout_s", self.server.send_timeout_s),
-            (
-                "server.http2_ping_interval_s",
-                self.server.http2_ping_interval_s,
-            ),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
-        if self.upstream.user_agent.is_empty()
-            || http::HeaderValue::from_str(&self.upstream.user_agent).is_err()
-        {
-            return Err(invalid(
-                "upstream.user_agent",
-                "must be a valid header value",
-            ));
-        }
-        for (host, value) in &self.upstream.referer {
-            if http::HeaderValue::from_str(value).is_err() {
-                return Err(invalid(
-                    &format!("upstream.referer.{host}"),
-                    "must be a valid header value",
-                ));
-            }
-        }
-        if self.image.formats.is_empty() {
-            return Err(invalid("image.formats", "must name at least one format"));
-        }
-        for f in &self.image.formats {
-            if !matches!(f.as_str(), "webp" | "jpeg" | "png" | "avif") {
-                return Err(invalid(
-                    "image.formats",
-                    format!("unknown format {f:?} (known: webp, jpeg, png, avif)"),
-                ));
-            }
-        }
-        if !(1..=100).contains(&self.image.quality) {
-            return Err(invalid("image.quality", "must be 1..=100"));
-        }
-        for (key, value) in [
-            ("image.queue", self.image.queue),
-            ("upstream.max_fetches", self.upstream.max_fetches),
-            ("upstream.fetch_queue", self.upstream.fetch_queue),
-            ("server.max_connections", self.server.max_connections),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        if self.cache.max_entry_bytes == 0 {
-            return Err(invalid("cache.max_entry_bytes", "must be greater than 0"));
-        }
-        if http::HeaderValue::from_str(&self.http.cache_control).is_err() {
-            return Err(invalid(
-                "http.cache_control",
-                "must be a valid header value",
-            ));
-        }
-        if !self.origin.url.is_empty() {
-            let url = url::Url::parse(&self.origin.url)
-                .map_err(|e| invalid("origin.url", format!("not a URL: {e}")))?;
-            if url.scheme() != "http" || url.host_str().is_none() {
-                return Err(invalid("origin.url", "must be an http:// URL with a host"));
-            }
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid("log.format", "must be \"text\" or \"json\""));
-        }
-        Ok(())
-    }
-
-    /// `upstream.resolve` parsed: lower-cased "host:port" → pinned address.
-    pub fn resolve_pins(&self) -> Result<BTreeMap<String, SocketAddr>, ConfigError> {
-        self.upstream
-            .resolve
-            .iter()
-            .map(|(from, to)| {
-                let key = format!("upstream.resolve.\"{from}\"");
-                let (host, port) = from
-                    .rsplit_once(':')
-                    .ok_or_else(|| invalid(&key, "key must be host:port"))?;
-                if host.is_empty() || port.parse::<u16>().is_err() {
-                    return Err(invalid(&key, "key must be host:port"));
-                }
-                let addr = to
-                    .parse::<SocketAddr>()
-                    .map_err(|e| invalid(&key, format!("value must be ip:port: {e}")))?;
-                Ok((from.to_ascii_lowercase(), addr))
-            })
-            .collect()
-    }
-
-    /// The certificates of `upstream.ca_files`; each file must hold at least one.
-    pub fn extra_roots(
-        &self,
-    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
-        let mut roots = Vec::new();
-        for (i, file) in self.upstream.ca_files.iter().enumerate() {
-            let key = format!("upstream.ca_files[{i}]");
-            let certs = CertificateDer::pem_file_iter(file)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| invalid(&key, format!("{file}: {e}")))?;
-            if certs.is_empty() {
-                return Err(invalid(&key, format!("{file}: no PEM certificate")));
-            }
-            roots.extend(certs);
-        }
-        Ok(roots)
-    }
-
     /// The effective config as TOML with secrets masked (URL credentials).
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
@@ -662,11 +427,6 @@ impl Config {
         }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
-}
-
-/// The host patterns under `key`, or the error naming the first bad one.
-pub fn host_set(key: &str, patterns: &[String]) -> Result<HostSet, ConfigError> {
-    HostSet::new(patterns).map_err(|bad| invalid(&format!("{key}[{}]", bad.index), bad.reason))
 }
 
 fn mask_url_credentials(s: &str) -> String {
@@ -732,6 +492,18 @@ fn apply_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    /// What the commands do: merge, then parse into settings.
+    fn load(
+        file: Option<(&Path, &str)>,
+        env: Vec<(String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let config = Config::from_parts(file, env, overrides)?;
+        Settings::from_config(&config)?;
+        Ok(config)
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -742,7 +514,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let c = Config::from_parts(None, env(&[]), &Overrides::default()).unwrap();
+        let c = load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.server.route_prefix(), "/img");
         // Out of the box the control plane (it signs URLs) is reachable from this host only.
@@ -754,6 +526,7 @@ mod tests {
     fn relative_paths_follow_the_config_file() {
         let file = "[signing]\nkey_file = \"keys/k\"\nverify_key_files = [\"/abs/old\"]\n\
                     [server]\nadmin_token_file = \"t\"\n";
+        // Merged only: the token file is read when settings are made.
         let c = Config::from_parts(
             Some((Path::new("/etc/imgrelay/config.toml"), file)),
             env(&[]),
@@ -769,14 +542,14 @@ mod tests {
     fn the_control_plane_cannot_share_the_public_address() {
         let mut c = Config::default();
         c.server.admin_listen = c.server.listen.clone();
-        let err = c.validate().unwrap_err().to_string();
+        let err = Settings::from_config(&c).unwrap_err().to_string();
         assert!(err.contains("server.admin_listen"), "{err}");
     }
 
     #[test]
     fn precedence_file_env_flags() {
         let file = "[cache]\nmemory_mb = 100\n[server]\nlisten = \"127.0.0.1:1\"\n";
-        let c = Config::from_parts(
+        let c = load(
             Some((Path::new("c.toml"), file)),
             env(&[("IMGRELAY_CACHE__MEMORY_MB", "512")]),
             &Overrides {
@@ -790,7 +563,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::from_parts(
+        let err = load(
             Some((Path::new("c.toml"), "[cache]\nmemroy_mb = 1\n")),
             env(&[]),
             &Overrides::default(),
@@ -798,7 +571,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("memroy_mb"), "{err}");
-        let err = Config::from_parts(
+        let err = load(
             None,
             env(&[("IMGRELAY_CACHE__NOPE", "1")]),
             &Overrides::default(),
@@ -810,7 +583,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = Config::from_parts(
+        let err = load(
             None,
             env(&[("IMGRELAY_IMAGE__QUALITY", "0")]),
             &Overrides::default(),
@@ -818,7 +591,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("image.quality"), "{err}");
-        let err = Config::from_parts(
+        let err = load(
             None,
             env(&[("IMGRELAY_CACHE__MEMORY_MB", "lots")]),
             &Overrides::default(),
@@ -839,7 +612,7 @@ mod tests {
         {
             let mut c = Config::default();
             c.upstream.ca_files = vec![file.into()];
-            let err = c.validate().unwrap_err().to_string();
+            let err = Settings::from_config(&c).unwrap_err().to_string();
             assert!(err.contains("upstream.ca_files[0]"), "{i}: {err}");
             assert!(err.contains(file), "{i}: {err}");
         }
@@ -850,13 +623,13 @@ mod tests {
         let mut c = Config::default();
         c.server.public_prefix = "https://img.example.com/p/img".into();
         assert_eq!(c.server.route_prefix(), "/p/img");
-        c.validate().unwrap();
+        Settings::from_config(&c).unwrap();
     }
 
     #[test]
     fn shipped_config_toml_lists_the_defaults() {
-        let text = include_str!("../config.toml");
-        let c = Config::from_parts(
+        let text = include_str!("../../config.toml");
+        let c = load(
             Some((Path::new("config.toml"), text)),
             env(&[]),
             &Overrides::default(),
