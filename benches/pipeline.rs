@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use fast_image_resize::Resizer;
-use imgrelay::pipeline::{self, decode, encode, negotiate, orient, resize, sniff, Job, Limits};
+use imgrelay::internals::stages::{decode, encode, orient, resize, sniff};
+use imgrelay::pipeline::{self, negotiate, Job, Limits};
 use imgrelay::urls::{Format, Options};
 
 struct Case {
@@ -143,7 +144,10 @@ fn stages(c: &mut Criterion) {
                 encode::encode(
                     black_box(&resized),
                     Format::Jpeg,
-                    encode::Encoding::lossy(QUALITY),
+                    encode::Encoding {
+                        quality: QUALITY,
+                        keep_detail: false,
+                    },
                 )
                 .expect("encode")
             })

@@ -7,20 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use imgrelay::config::{Config, Settings};
 use imgrelay::rewrite::{DocKind, RewriteContext, Rewriter};
-use imgrelay::signing::{Key, KeyRing};
 
 const CHUNK: usize = 64 * 1024;
 
 fn context() -> Arc<RewriteContext> {
-    let keys = KeyRing::new(Key::from_hex(&"42".repeat(32)).expect("key"), vec![]);
-    RewriteContext::new(
-        Settings::from_config(&Config::default())
-            .expect("defaults")
-            .rewrite,
-        keys,
-    )
+    imgrelay::internals::rewrite_context(&"42".repeat(32), "/img", 1024)
 }
 
 /// Corpus post bodies repeated to about `target` bytes behind one Hexo front matter.

@@ -29,7 +29,7 @@ const ENTRY_OVERHEAD: u64 = 384;
 const NEGATIVE_ENTRIES: usize = 4096;
 
 /// How many heap bytes a cached key or value holds.
-pub trait Weigh {
+pub(crate) trait Weigh {
     fn weight(&self) -> u64;
 }
 
@@ -53,7 +53,7 @@ impl<T: Weigh> Weigh for std::sync::Arc<T> {
 
 /// Counters of one cache, readable at any time.
 #[derive(Debug, Default)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     /// Requests that waited for another request's work instead of doing it.
@@ -76,7 +76,8 @@ impl CacheStats {
         counter.fetch_sub(n, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    #[cfg(test)]
+    fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
@@ -87,7 +88,7 @@ struct Shard<K, V> {
 }
 
 /// A sharded LRU weighed in bytes.
-pub struct ByteLru<K, V> {
+pub(crate) struct ByteLru<K, V> {
     shards: Vec<Mutex<Shard<K, V>>>,
     shard_budget: u64,
     max_entry: u64,
@@ -97,7 +98,7 @@ pub struct ByteLru<K, V> {
 
 impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
     /// `budget` bytes in total; values above `max_entry` bytes are never kept.
-    pub fn new(budget: u64, max_entry: u64) -> ByteLru<K, V> {
+    pub(crate) fn new(budget: u64, max_entry: u64) -> ByteLru<K, V> {
         let per_entry = max_entry.saturating_add(ENTRY_OVERHEAD).max(1);
         let shards = (budget / per_entry).clamp(1, MAX_SHARDS);
         ByteLru {
@@ -116,11 +117,11 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
         }
     }
 
-    pub fn budget(&self) -> u64 {
+    pub(crate) fn budget(&self) -> u64 {
         self.shard_budget * self.shards.len() as u64
     }
 
-    pub fn stats(&self) -> &CacheStats {
+    pub(crate) fn stats(&self) -> &CacheStats {
         &self.stats
     }
 
@@ -130,12 +131,12 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
     }
 
     /// Looks `key` up, refreshing it. Counts nothing: callers decide what a hit is.
-    pub fn peek_fresh(&self, key: &K) -> Option<V> {
+    pub(crate) fn peek_fresh(&self, key: &K) -> Option<V> {
         lock(self.shard(key)).lru.get(key).map(|(v, _)| v.clone())
     }
 
     /// Looks `key` up and counts a hit or a miss.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         let found = self.peek_fresh(key);
         let counter = if found.is_some() {
             &self.stats.hits
@@ -148,7 +149,7 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
 
     /// Keeps `value` unless it is larger than the entry cap; evicts least recently used entries
     /// until it fits. Returns whether it was kept.
-    pub fn insert(&self, key: K, value: V) -> bool {
+    pub(crate) fn insert(&self, key: K, value: V) -> bool {
         let size = value.weight();
         let weight = size
             .saturating_add(key.weight())
@@ -188,7 +189,7 @@ type Flight<V> = (u64, watch::Receiver<Option<V>>);
 /// The work runs in a task of its own: once started it finishes and publishes its result even
 /// when every caller has gone away (a client that hangs up cannot make the server throw work
 /// away, nor start it again and again).
-pub struct SingleFlight<K, V> {
+pub(crate) struct SingleFlight<K, V> {
     inflight: Mutex<HashMap<K, Flight<V>>>,
     next_id: AtomicU64,
     /// Work that finished with nobody waiting for it.
@@ -235,19 +236,20 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Number of keys being worked on now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         lock(&self.inflight).len()
     }
 
     /// Work that finished after every caller waiting for it had left.
-    pub fn abandoned(&self) -> u64 {
+    pub(crate) fn abandoned(&self) -> u64 {
         self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Returns the result of `work` for `key`, starting it only when no other caller is already
     /// running it; the flag tells whether this caller started it. `None` when the work this
     /// caller started died without a result (it panicked).
-    pub async fn run<F, Fut>(self: &Arc<Self>, key: K, work: F) -> Option<(V, bool)>
+    pub(crate) async fn run<F, Fut>(self: &Arc<Self>, key: K, work: F) -> Option<(V, bool)>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
@@ -304,13 +306,13 @@ where
 }
 
 /// Failures remembered for a short time.
-pub struct NegativeCache<K: Hash + Eq, E> {
+pub(crate) struct NegativeCache<K: Hash + Eq, E> {
     entries: Mutex<LruCache<K, (Instant, E)>>,
     ttl: Duration,
 }
 
 impl<K: Hash + Eq, E: Clone> NegativeCache<K, E> {
-    pub fn new(ttl: Duration) -> NegativeCache<K, E> {
+    pub(crate) fn new(ttl: Duration) -> NegativeCache<K, E> {
         NegativeCache {
             entries: Mutex::new(LruCache::new(
                 NonZeroUsize::new(NEGATIVE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
@@ -319,7 +321,7 @@ impl<K: Hash + Eq, E: Clone> NegativeCache<K, E> {
         }
     }
 
-    pub fn get(&self, key: &K) -> Option<E> {
+    pub(crate) fn get(&self, key: &K) -> Option<E> {
         let mut entries = lock(&self.entries);
         match entries.get(key) {
             Some((at, e)) if at.elapsed() < self.ttl => Some(e.clone()),
@@ -331,7 +333,7 @@ impl<K: Hash + Eq, E: Clone> NegativeCache<K, E> {
         }
     }
 
-    pub fn insert(&self, key: K, error: E) {
+    pub(crate) fn insert(&self, key: K, error: E) {
         if !self.ttl.is_zero() {
             lock(&self.entries).put(key, (Instant::now(), error));
         }
@@ -340,7 +342,7 @@ impl<K: Hash + Eq, E: Clone> NegativeCache<K, E> {
 
 /// How a value was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// Already cached (or a remembered failure).
     Hit,
     /// This caller did the work.
@@ -350,7 +352,7 @@ pub enum Lookup {
 }
 
 /// Errors that a cache may remember for `negative_ttl`.
-pub trait Remember {
+pub(crate) trait Remember {
     /// False for failures that say nothing about the key (e.g. the server being busy).
     fn remember(&self) -> bool;
     /// The answer when the work died without a result (a panic).
@@ -364,7 +366,7 @@ struct Store<K: Hash + Eq, V, E> {
 }
 
 /// A byte-bounded LRU in front of single-flight work, with negative caching.
-pub struct Cache<K: Hash + Eq, V, E> {
+pub(crate) struct Cache<K: Hash + Eq, V, E> {
     store: Arc<Store<K, V, E>>,
     flight: Arc<SingleFlight<K, Result<V, E>>>,
 }
@@ -375,7 +377,7 @@ where
     V: Clone + Weigh + Send + Sync + 'static,
     E: Clone + Remember + Send + Sync + 'static,
 {
-    pub fn new(budget: u64, max_entry: u64, negative_ttl: Duration) -> Cache<K, V, E> {
+    pub(crate) fn new(budget: u64, max_entry: u64, negative_ttl: Duration) -> Cache<K, V, E> {
         Cache {
             store: Arc::new(Store {
                 lru: ByteLru::new(budget, max_entry),
@@ -385,27 +387,28 @@ where
         }
     }
 
-    pub fn stats(&self) -> &CacheStats {
+    pub(crate) fn stats(&self) -> &CacheStats {
         self.store.lru.stats()
     }
 
-    pub fn budget(&self) -> u64 {
+    pub(crate) fn budget(&self) -> u64 {
         self.store.lru.budget()
     }
 
     /// Keys whose work is running now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.flight.in_flight()
     }
 
     /// Work that finished (and was cached) after every request waiting for it had gone.
-    pub fn abandoned(&self) -> u64 {
+    pub(crate) fn abandoned(&self) -> u64 {
         self.flight.abandoned()
     }
 
     /// The cached value for `key`, or the result of `work` run once for all concurrent callers.
     /// The work runs to its end and fills the cache even when every caller has gone.
-    pub async fn get_or_compute<F, Fut>(&self, key: K, work: F) -> (Result<V, E>, Lookup)
+    pub(crate) async fn get_or_compute<F, Fut>(&self, key: K, work: F) -> (Result<V, E>, Lookup)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,

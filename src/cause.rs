@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 /// A shared, `Clone` cause with its own source chain.
-pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// `error` and its sources, joined with ": ", for log lines.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

@@ -3,13 +3,13 @@
 /// An exact host (`static.1sapp.com`) or a subdomain glob (`*.1sapp.com`, which matches
 /// `a.1sapp.com` and `a.b.1sapp.com` but not `1sapp.com` itself). Compared case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     Exact(String),
     Suffix(String),
 }
 
 impl HostPattern {
-    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+    pub(crate) fn parse(pattern: &str) -> Result<HostPattern, String> {
         let p = pattern.trim().to_ascii_lowercase();
         let valid = |s: &str| {
             !s.is_empty()
@@ -32,7 +32,7 @@ impl HostPattern {
         ))
     }
 
-    pub fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
         match self {
             HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),

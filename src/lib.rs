@@ -1,17 +1,26 @@
 //! imgrelay: an image proxy and streaming HTML rewriter for articles whose images are hot-linked
 //! through public CORS proxies.
+//!
+//! The public surface is what the `imgrelay` binary and its tests drive: the commands, the
+//! config, the keys, the URL scheme, the rewriter and the image transform. Everything else is
+//! private to the crate. Benchmarks and tests that time or check single stages enable the
+//! `_internals` feature, which is not part of the API.
 
 pub mod allocator;
-pub mod cache;
-pub mod cause;
+mod cache;
+mod cause;
 pub mod cli;
 pub mod config;
-pub mod fetch;
-pub mod hosts;
+mod fetch;
+mod hosts;
 pub mod pipeline;
 pub mod rewrite;
-pub mod secret_file;
-pub mod server;
+mod secret_file;
+mod server;
 pub mod signing;
-pub mod sync;
+mod sync;
 pub mod urls;
+
+#[cfg(any(test, feature = "_internals"))]
+#[doc(hidden)]
+pub mod internals;

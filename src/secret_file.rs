@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// The text of a secret file, with what an operator should fix about it.
 #[derive(Debug)]
-pub struct Secret {
+pub(crate) struct Secret {
     pub text: String,
     /// Set when group or others may read the file: the secret still works, but has leaked to
     /// every account on the host.
@@ -28,7 +28,7 @@ pub enum SecretError {
 
 /// Reads `path`, refusing a file that group or others may write and warning about one they
 /// may read.
-pub fn read(path: &Path) -> Result<Secret, SecretError> {
+pub(crate) fn read(path: &Path) -> Result<Secret, SecretError> {
     let read_err = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             SecretError::Missing {

@@ -5,6 +5,6 @@
 use std::sync::{Mutex, MutexGuard};
 
 /// The guard of `m`, poisoned or not.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

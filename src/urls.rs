@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::signing::KeyRing;
 
-pub use crate::pipeline::options::{Format, Options, OptionsError, MAX_DIMENSION};
+pub use crate::pipeline::{Format, Options, OptionsError, MAX_DIMENSION};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {

@@ -1,8 +1,9 @@
 //! `imgrelay rewrite` and `imgrelay sign` as users run them.
 
-mod cli_support;
+mod common;
 
-use cli_support::{bin, data, env, proxied, run, signer, Env, PREFIX};
+use common::cli::{bin, env, proxied, run, signer, Env, PREFIX};
+use common::data;
 use imgrelay::urls::{decode_source, Format, Options};
 use url::Url;
 
@@ -331,7 +332,7 @@ fn sign_prints_verifiable_urls_and_unwraps() {
 
 #[test]
 fn config_options_shape_the_markup() {
-    let env = cli_support::env_with(
+    let env = common::cli::env_with(
         "fetchpriority = true\nlazy = false\ncanonical_attr = false\nmax_width = 320\nsrcset_widths = [160, 320]",
         "",
     );
@@ -348,7 +349,7 @@ fn config_options_shape_the_markup() {
         "<script>var u='https://cors.zfour.workers.dev/?http://static.1sapp.com/c.jpg';</script>",
         "</body></html>"
     );
-    let out = String::from_utf8(cli_support::rewrite(&env, input.as_bytes())).unwrap();
+    let out = String::from_utf8(common::cli::rewrite(&env, input.as_bytes())).unwrap();
     assert!(
         out.contains("<meta property=\"og:image\" content=\"https://blog.example.com/p9x/"),
         "{out}"

@@ -17,7 +17,7 @@ async fn the_public_listener_signs_nothing_and_reveals_nothing() {
     let origin = Origin::start().await;
     let blog = Blog::start().await;
     let url = blog.url();
-    let server = Server::start(&origin, &[("ORIGIN__URL", &url)]);
+    let server = Server::in_process(&origin, &[("ORIGIN__URL", &url)]);
     for (method, path) in [
         (Method::POST, "/_imgrelay/rewrite"),
         (Method::GET, "/_imgrelay/metrics"),
@@ -85,7 +85,7 @@ async fn a_control_plane_token_is_required_when_configured() {
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let origin = Origin::start().await;
     let token = token_file.display().to_string();
-    let server = Server::start(&origin, &[("SERVER__ADMIN_TOKEN_FILE", &token)]);
+    let server = Server::in_process(&origin, &[("SERVER__ADMIN_TOKEN_FILE", &token)]);
     let (status, _) = rewrite(&server, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = rewrite(&server, Some("Bearer wrong-token-of-some-length")).await;

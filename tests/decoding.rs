@@ -49,7 +49,7 @@ fn text(r: &common::Reply) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_bombs_are_refused_at_once_while_normal_requests_keep_their_latency() {
     let origin = Origin::start().await;
-    let server = Arc::new(Server::start(&origin, &[]));
+    let server = Arc::new(Server::in_process(&origin, &[]));
     let normal = |w: u32| {
         let server = server.clone();
         async move {
@@ -97,7 +97,7 @@ async fn scan_bombs_are_refused_at_once_while_normal_requests_keep_their_latency
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jpegs_decode_through_recoverable_warnings_but_not_missing_data() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     for (file, w, h) in [
         ("gen-stray-before-dht-1800x1200.jpg", 1800, 1200),
         ("gen-stray-before-sos-1800x1200.jpg", 1800, 1200),
@@ -125,7 +125,7 @@ async fn jpegs_decode_through_recoverable_warnings_but_not_missing_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pngs_decode_once_every_row_is_there() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     let gradient = gradient(300, 200);
     let intact = std::fs::read(images_dir().join("interlaced-300x200.png")).unwrap();
     let interlaced = hostile::decode(&intact).to_rgb8().into_raw();
@@ -152,7 +152,7 @@ async fn pngs_decode_once_every_row_is_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webp_that_libwebp_refuses_is_refused_and_never_passed_through() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     for accept in [Some(WEBP), None] {
         for (file, options) in [
             ("gen-corrupt-lossless-320x240.webp", "320x240"),
@@ -183,7 +183,7 @@ async fn webp_that_libwebp_refuses_is_refused_and_never_passed_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gifs_decode_within_their_own_limits() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     for (file, options) in [
         ("gen-offset-frames-1000x1000.gif", "200x0"),
         ("gen-offset-frames-1000x1000.gif", "1000x1000"),
@@ -195,7 +195,7 @@ async fn gifs_decode_within_their_own_limits() {
         assert_eq!(r.status, StatusCode::OK, "{file} {options}: {}", text(&r));
         assert_eq!(r.header("content-type"), "image/gif", "{file}");
     }
-    let tight = Server::start(&origin, &[("IMAGE__MAX_ANIMATION_PIXELS", "50000000")]);
+    let tight = Server::in_process(&origin, &[("IMAGE__MAX_ANIMATION_PIXELS", "50000000")]);
     let r = get(&tight, "gen-many-frames-472x298.gif", "236x0", None).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     let body = text(&r);
@@ -206,7 +206,7 @@ async fn gifs_decode_within_their_own_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn palette_and_tiny_sources_keep_their_colours() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     for (file, size) in [
         ("gen-icon-8x8-palette.png", 8u32),
         ("gen-checker-64x64-palette.png", 64),

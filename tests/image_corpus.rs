@@ -48,7 +48,7 @@ fn expected_status(reason: &str) -> StatusCode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_image_is_served_or_refused_as_the_manifest_says() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     let mut failures = Vec::new();
     for accept in ["image/webp,image/*;q=0.8,*/*;q=0.5", "image/*"] {
         for img in manifest_images() {
@@ -116,7 +116,7 @@ async fn every_corpus_image_is_served_or_refused_as_the_manifest_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn article_upstream_paths_resolve_to_their_images() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     let map: std::collections::BTreeMap<String, String> = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -140,7 +140,7 @@ async fn article_upstream_paths_resolve_to_their_images() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avif_sources_pass_through_only_when_they_fit() {
     let origin = Origin::start().await;
-    let server = Server::start(
+    let server = Server::in_process(
         &origin,
         &[("IMAGE__FORMATS", "[\"avif\", \"webp\", \"jpeg\", \"png\"]")],
     );

@@ -8,7 +8,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::{upstream, Origin, Server};
 use http::{Method, StatusCode};
-use imgrelay::signing::{Key, KeyRing};
 
 fn decode(body: &[u8]) -> image::DynamicImage {
     image::load_from_memory(body).expect("response decodes as an image")
@@ -83,7 +82,7 @@ async fn serves_variants_with_http_caching_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_and_canonical_options_are_checked_before_anything() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[]);
+    let server = Server::in_process(&origin, &[]);
     let path = server.path(&upstream("photo-640x480.jpg"), "100x100");
 
     // Flip one character of the signature.
@@ -101,7 +100,7 @@ async fn signature_and_canonical_options_are_checked_before_anything() {
     assert_eq!(server.get(&resized).await.status, StatusCode::FORBIDDEN);
 
     // Correctly signed, but not the canonical spelling.
-    let keys = KeyRing::new(Key::from_hex(&"5ea1ed".repeat(11)[..64]).unwrap(), vec![]);
+    let keys = common::key_ring();
     let source = URL_SAFE_NO_PAD.encode(upstream("photo-640x480.jpg"));
     let payload = format!("100x100,cover,q75/{source}");
     let r = server
@@ -122,7 +121,7 @@ async fn signature_and_canonical_options_are_checked_before_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_faults_map_to_statuses() {
     let origin = Origin::start().await;
-    let server = Server::start(
+    let server = Server::in_process(
         &origin,
         &[
             ("UPSTREAM__TIMEOUT_MS", "1500"),
@@ -186,7 +185,7 @@ async fn upstream_faults_map_to_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_cap_applies_to_declared_and_streamed_bodies() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[("UPSTREAM__MAX_BYTES", "50000")]);
+    let server = Server::in_process(&origin, &[("UPSTREAM__MAX_BYTES", "50000")]);
     for path in ["photo-640x480.jpg", "nolength/photo-640x480.jpg"] {
         let r = server.get(&server.path(&upstream(path), "64x64")).await;
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
@@ -207,7 +206,7 @@ async fn byte_cap_applies_to_declared_and_streamed_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_requests_carry_no_client_headers() {
     let origin = Origin::start().await;
-    let server = Server::start(
+    let server = Server::in_process(
         &origin,
         &[(
             "UPSTREAM__REFERER",
@@ -246,7 +245,7 @@ async fn upstream_requests_carry_no_client_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_addresses_are_refused_without_reaching_them() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[("UPSTREAM__CONNECT_TIMEOUT_MS", "500")]);
+    let server = Server::in_process(&origin, &[("UPSTREAM__CONNECT_TIMEOUT_MS", "500")]);
     let port = origin.addr.port();
     let sources = [
         format!("http://127.0.0.1:{port}/photo-640x480.jpg"),
@@ -295,7 +294,7 @@ async fn private_addresses_are_refused_without_reaching_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_hosts_limit_every_hop() {
     let origin = Origin::start().await;
-    let server = Server::start(&origin, &[("UPSTREAM__ALLOWED_HOSTS", "[\"*.1sapp.com\"]")]);
+    let server = Server::in_process(&origin, &[("UPSTREAM__ALLOWED_HOSTS", "[\"*.1sapp.com\"]")]);
     let ok = server
         .get(&server.path(&upstream("photo-640x480.jpg"), "64x64"))
         .await;
@@ -319,7 +318,7 @@ async fn allowed_hosts_limit_every_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_fetch_and_transform_once() {
     let origin = Origin::start().await;
-    let server = std::sync::Arc::new(Server::start(&origin, &[]));
+    let server = std::sync::Arc::new(Server::in_process(&origin, &[]));
     // Slow upstream so that all 50 requests arrive while the first is still working.
     let path = server.path(&upstream("slow/1/photo-1280x960.jpg"), "300x0");
     let mut tasks = Vec::new();
@@ -359,7 +358,7 @@ async fn concurrent_misses_fetch_and_transform_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_still_fill_the_cache_once() {
     let origin = Origin::start().await;
-    let server = std::sync::Arc::new(Server::start(&origin, &[]));
+    let server = std::sync::Arc::new(Server::in_process(&origin, &[]));
     // The upstream takes a second; every client hangs up after 0.1 s.
     let path = server.path(&upstream("slow/1/photo-1280x960.jpg"), "320x0");
     let mut clients = Vec::new();
@@ -400,7 +399,7 @@ async fn abandoned_requests_still_fill_the_cache_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variant_cache_stays_within_its_byte_budget() {
     let origin = Origin::start().await;
-    let server = Server::start(
+    let server = Server::in_process(
         &origin,
         &[
             ("CACHE__MEMORY_MB", "1"),
@@ -455,7 +454,7 @@ async fn variant_cache_stays_within_its_byte_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_answers_503_with_retry_after() {
     let origin = Origin::start().await;
-    let server = std::sync::Arc::new(Server::start(
+    let server = std::sync::Arc::new(Server::in_process(
         &origin,
         &[("IMAGE__MAX_CONCURRENCY", "1"), ("IMAGE__QUEUE", "1")],
     ));
@@ -500,7 +499,7 @@ async fn full_queue_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_beyond_the_gate_and_its_queue_answer_503() {
     let origin = Origin::start().await;
-    let server = std::sync::Arc::new(Server::start(
+    let server = std::sync::Arc::new(Server::in_process(
         &origin,
         &[
             ("UPSTREAM__MAX_FETCHES", "1"),
@@ -552,7 +551,7 @@ async fn https_upstreams_are_verified_for_their_host_name() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &tls.ca_pem).unwrap();
     let ca_files = format!("[{:?}]", ca.display().to_string());
-    let trusting = Server::start(&origin, &[("UPSTREAM__CA_FILES", &ca_files)]);
+    let trusting = Server::in_process(&origin, &[("UPSTREAM__CA_FILES", &ca_files)]);
     let covered = "https://static.1sapp.com/photo-640x422.jpg";
     let ok = trusting.get(&trusting.path(covered, "320x0")).await;
     assert_eq!(ok.status, StatusCode::OK);
@@ -562,7 +561,7 @@ async fn https_upstreams_are_verified_for_their_host_name() {
     let wrong_name = trusting.get(&trusting.path(uncovered, "320x0")).await;
     assert_eq!(wrong_name.status, StatusCode::BAD_GATEWAY);
     // Without the CA the chain is not trusted.
-    let strict = Server::start(&origin, &[]);
+    let strict = Server::in_process(&origin, &[]);
     let untrusted = strict.get(&strict.path(covered, "160x0")).await;
     assert_eq!(untrusted.status, StatusCode::BAD_GATEWAY);
     // Failed handshakes never reach HTTP.

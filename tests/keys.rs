@@ -1,15 +1,15 @@
 //! Key files through the CLI: modes that let others write or read them, placeholder keys, and
 //! relative paths resolved next to the config file whatever the working directory.
 
-#[path = "cli_support/mod.rs"]
-mod cli_support;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{bin, KEY_HEX};
+use common::cli::bin;
+use common::KEY_HEX;
 
 /// A config in `dir` whose key file is the relative `imgrelay.key`, holding `key` with `mode`.
 fn setup(dir: &Path, key: &str, mode: u32) -> std::path::PathBuf {

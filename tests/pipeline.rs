@@ -616,7 +616,5 @@ fn cover_never_upscales_to_fill_a_box_taller_than_the_source() {
 
 /// The HTTP status the image route answers for a pipeline error.
 fn status(e: &PipelineError) -> u16 {
-    imgrelay::server::error::RouteError::Image(e.clone())
-        .status()
-        .as_u16()
+    imgrelay::internals::image_status(e).as_u16()
 }

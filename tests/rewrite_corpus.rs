@@ -1,10 +1,11 @@
 //! The whole corpus through `imgrelay rewrite`, checked against tests/data/manifest.json.
 
-mod cli_support;
+mod common;
 
 use std::collections::BTreeSet;
 
-use cli_support::{count, data, env, proxied, rewrite, Env};
+use common::cli::{env, proxied, rewrite, Env};
+use common::{count, data};
 use serde_json::Value;
 use url::Url;
 
@@ -153,7 +154,7 @@ fn check_front_matter_quoting(
             .filter(|r| s(r, "context") == "front-matter" && must(r) && s(r, "yaml_style") == style)
             .count()
     };
-    let p = cli_support::PREFIX;
+    let p = common::cli::PREFIX;
     let plain = count(fm, format!(": {p}/").as_bytes()) + count(fm, format!("- {p}/").as_bytes());
     assert_eq!(
         count(fm, format!("'{p}/").as_bytes()),

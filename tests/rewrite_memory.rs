@@ -1,6 +1,6 @@
 //! Streaming keeps memory flat: a 50 MB document needs no more peak RSS than a 1 MB one.
 
-mod cli_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -8,8 +8,8 @@ use std::process::Stdio;
 /// Writes an article-like HTML document of about `bytes` bytes built from corpus pages,
 /// without holding it in memory (the child's RSS would include a forked copy of ours).
 fn write_document(path: &std::path::Path, bytes: usize) -> usize {
-    let page = std::fs::read(cli_support::data("articles/pages/page-utf8.html")).unwrap();
-    let post = std::fs::read(cli_support::data("articles/posts/mixed-01.md")).unwrap();
+    let page = std::fs::read(common::data("articles/pages/page-utf8.html")).unwrap();
+    let post = std::fs::read(common::data("articles/posts/mixed-01.md")).unwrap();
     let body_start = memchr::memmem::find(&post[4..], b"\n---\n").map_or(0, |i| i + 9);
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     f.write_all(&page).unwrap();
@@ -23,10 +23,10 @@ fn write_document(path: &std::path::Path, bytes: usize) -> usize {
 }
 
 /// Runs `imgrelay rewrite` over `input` via stdin/stdout; returns (peak RSS in KB, output bytes).
-fn peak_rss_kb(env: &cli_support::Env, input: &std::path::Path) -> (i64, usize) {
+fn peak_rss_kb(env: &common::cli::Env, input: &std::path::Path) -> (i64, usize) {
     // Reaped with wait4 below, which also reports the peak RSS.
     #[allow(clippy::zombie_processes)]
-    let mut child = cli_support::bin()
+    let mut child = common::cli::bin()
         .args(["rewrite", "--config", env.config.to_str().unwrap()])
         .stdin(Stdio::from(std::fs::File::open(input).unwrap()))
         .stdout(Stdio::piped())
@@ -62,7 +62,7 @@ fn peak_rss_kb(env: &cli_support::Env, input: &std::path::Path) -> (i64, usize) 
 
 #[test]
 fn peak_memory_does_not_grow_with_document_size() {
-    let env = cli_support::env("");
+    let env = common::cli::env("");
     let small = env.dir.path().join("small.html");
     let large = env.dir.path().join("large.html");
     write_document(&small, 1 << 20);

@@ -1,27 +1,21 @@
 //! The streaming API: any chunking of the input gives the output of one write, and a
 //! document that overflows the memory cap is passed through whole.
 
-mod cli_support;
+mod common;
 
 use std::sync::Arc;
 
-use imgrelay::config::{Config, Settings};
 use imgrelay::rewrite::{DocKind, Passthrough, RewriteContext, Rewriter};
-use imgrelay::signing::{Key, KeyRing};
 use proptest::prelude::*;
 
 fn context(max_memory_kb: usize) -> Arc<RewriteContext> {
-    let mut config = Config::default();
-    config.server.public_prefix = cli_support::PREFIX.into();
-    config.rewrite.max_memory_kb = max_memory_kb;
-    let keys = KeyRing::new(Key::from_hex(cli_support::KEY_HEX).unwrap(), vec![]);
-    RewriteContext::new(Settings::from_config(&config).unwrap().rewrite, keys)
+    imgrelay::internals::rewrite_context(common::KEY_HEX, common::cli::PREFIX, max_memory_kb)
 }
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut docs = Vec::new();
     for dir in ["articles/posts", "articles/pages", "seed"] {
-        let mut paths: Vec<_> = std::fs::read_dir(cli_support::data(dir))
+        let mut paths: Vec<_> = std::fs::read_dir(common::data(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
@@ -106,7 +100,7 @@ fn overflowing_the_memory_cap_passes_the_rest_through_unchanged() {
         assert!(out.ends_with(tail), "remainder changed ({sizes:?})");
         let head = &out[..out.len() - tail.len()];
         assert!(head.starts_with(b"<p>a</p><img src=\"/p9x/"), "{sizes:?}");
-        assert_eq!(cli_support::proxied(head).len(), 3, "{sizes:?}");
+        assert_eq!(common::cli::proxied(head).len(), 3, "{sizes:?}");
     }
 }
 
@@ -132,7 +126,7 @@ fn each_write_hands_over_its_output_at_once() {
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("paragraph 99"), "{text}");
         assert!(
-            text.contains(&format!("<img src=\"{}/", cli_support::PREFIX)),
+            text.contains(&format!("<img src=\"{}/", common::cli::PREFIX)),
             "{text}"
         );
         assert!(text.len() > head.len());

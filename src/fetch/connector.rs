@@ -20,7 +20,7 @@ use super::guard::is_forbidden;
 
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("address {0} is not public")]
     Forbidden(IpAddr),
     #[error("URL has no host")]
@@ -44,13 +44,13 @@ struct Inner {
 
 /// A `tower::Service<Uri>` for hyper-util's client that refuses non-public addresses.
 #[derive(Debug, Clone)]
-pub struct GuardedConnector {
+pub(crate) struct GuardedConnector {
     inner: Arc<Inner>,
 }
 
 impl GuardedConnector {
     /// `pins` maps lower-cased "host:port" to an operator-chosen address, which is trusted as is.
-    pub fn new(
+    pub(crate) fn new(
         pins: BTreeMap<String, SocketAddr>,
         allow_private: bool,
         connect_timeout: Duration,
@@ -65,7 +65,11 @@ impl GuardedConnector {
     }
 
     /// Every address `host:port` may be connected to, in resolver order.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let key = format!("{}:{port}", host.to_ascii_lowercase());
         if let Some(pinned) = self.inner.pins.get(&key) {

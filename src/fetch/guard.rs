@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// True when `ip` is not a public unicast address: connecting there could reach the proxy's own
 /// host, its network or cloud metadata services.
-pub fn is_forbidden(ip: IpAddr) -> bool {
+pub(crate) fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
         IpAddr::V6(v6) => is_forbidden_v6(v6),

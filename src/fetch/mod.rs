@@ -1,7 +1,7 @@
 //! Hardened upstream client: one guarded connector, manual redirects, byte cap, timeouts.
 
 mod connector;
-pub mod guard;
+pub(crate) mod guard;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use url::Url;
 use crate::cause::Cause;
 use crate::hosts::HostSet;
 
-pub use connector::{ConnectError, GuardedConnector};
+pub(crate) use connector::{ConnectError, GuardedConnector};
 
 type HttpsConnector = hyper_rustls::HttpsConnector<GuardedConnector>;
 
@@ -34,7 +34,7 @@ const UPSTREAM_ACCEPT: &str = if crate::pipeline::decode::AVIF_DECODING {
 
 /// Why an upstream fetch failed (the status a client gets is chosen in `server::error`).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error("upstream URL {0}")]
     BadUrl(String),
     #[error("upstream host {0} is not allowed")]
@@ -59,7 +59,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// A short name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             FetchError::BadUrl(_) => "bad_url",
             FetchError::HostNotAllowed(_) => "host_not_allowed",
@@ -95,13 +95,13 @@ pub struct FetchSettings {
 
 /// Fetches upstream images. Cheap to clone; connections are pooled.
 #[derive(Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     client: Client<HttpsConnector, Empty<Bytes>>,
     settings: Arc<FetchSettings>,
 }
 
 impl Fetcher {
-    pub fn new(settings: FetchSettings) -> Fetcher {
+    pub(crate) fn new(settings: FetchSettings) -> Fetcher {
         let connector = GuardedConnector::new(
             settings.pins.clone(),
             settings.allow_private,
@@ -124,7 +124,7 @@ impl Fetcher {
     }
 
     /// The body of `url` after following redirects, within every limit.
-    pub async fn fetch(&self, url: &Url) -> Result<Bytes, FetchError> {
+    pub(crate) async fn fetch(&self, url: &Url) -> Result<Bytes, FetchError> {
         tokio::time::timeout(self.settings.timeout, self.fetch_inner(url.clone()))
             .await
             .unwrap_or(Err(FetchError::Timeout))

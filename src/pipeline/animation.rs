@@ -22,13 +22,13 @@ use super::PipelineError;
 
 /// Formats an animation can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnimatedFormat {
+pub(super) enum AnimatedFormat {
     Gif,
     Webp,
 }
 
 impl AnimatedFormat {
-    pub fn mime(self) -> &'static str {
+    pub(super) fn mime(self) -> &'static str {
         match self {
             AnimatedFormat::Gif => "image/gif",
             AnimatedFormat::Webp => "image/webp",
@@ -77,7 +77,7 @@ struct Frame {
 /// Decodes every frame of `src`, resizing each as it comes so only one full-size canvas is held.
 /// `budget` caps the total decoded pixels over all frames (`image.max_animation_pixels`: the
 /// header's frame count was checked against it already; this holds whatever the frames claim).
-pub fn transform_frames(
+pub(super) fn transform_frames(
     src: &[u8],
     header: &Header,
     plan: &Plan,
@@ -128,7 +128,7 @@ pub fn transform_frames(
 /// browsers use), and one it refuses refuses the file; GIF and APNG frames are checked with the
 /// decoders that would resize them, and a stream that breaks after its first frame (a missing
 /// trailer, a cut) is not whole but still shows the frames before the break, as in browsers.
-pub fn validate(src: &[u8], header: &Header, budget: u64) -> Result<bool, PipelineError> {
+pub(super) fn validate(src: &[u8], header: &Header, budget: u64) -> Result<bool, PipelineError> {
     if header.format == SourceFormat::Webp {
         return validate_webp_frames(src).map(|()| true);
     }

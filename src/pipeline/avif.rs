@@ -14,7 +14,7 @@ struct ColourInfo {
     full_range: bool,
 }
 
-pub fn decode(src: &[u8], header: &Header) -> Result<Raster, PipelineError> {
+pub(super) fn decode(src: &[u8], header: &Header) -> Result<Raster, PipelineError> {
     let data: AvifData = avif_parse::read_avif(&mut std::io::Cursor::new(src)).map_err(|e| {
         tracing::debug!(error = ?e, "AVIF container rejected");
         PipelineError::Corrupt("undecodable AVIF container")

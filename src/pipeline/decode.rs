@@ -14,7 +14,7 @@ use super::sniff::{self, Header, SourceFormat};
 use super::{Limits, PipelineError, JPEG_SCAN_WORK};
 
 /// Whether this build decodes AVIF (cargo feature `avif`).
-pub const AVIF_DECODING: bool = cfg!(feature = "avif");
+pub(crate) const AVIF_DECODING: bool = cfg!(feature = "avif");
 
 /// A decoded still image, and whether its file was whole: every pixel is there either way, but
 /// a file with tolerated damage (see the module's rule) is never served as it is.
@@ -81,7 +81,7 @@ impl JpegFailure {
 }
 
 /// The coarsest DCT scale whose output still covers `min_size`.
-pub fn jpeg_scale(width: u32, height: u32, min_size: (u32, u32)) -> ScalingFactor {
+pub(crate) fn jpeg_scale(width: u32, height: u32, min_size: (u32, u32)) -> ScalingFactor {
     [
         ScalingFactor::ONE_EIGHTH,
         ScalingFactor::ONE_QUARTER,
@@ -98,7 +98,11 @@ pub fn jpeg_scale(width: u32, height: u32, min_size: (u32, u32)) -> ScalingFacto
 /// Refuses a progressive JPEG whose scans would cost more than an image may, before decoding:
 /// each scan is a pass over every coefficient, so hundreds of redundant scans turn a small file
 /// into minutes of work (and TurboJPEG's own scan limit would only stop it after the work).
-pub fn check_jpeg_scans(src: &[u8], header: &Header, limits: &Limits) -> Result<(), PipelineError> {
+pub(crate) fn check_jpeg_scans(
+    src: &[u8],
+    header: &Header,
+    limits: &Limits,
+) -> Result<(), PipelineError> {
     let scans = sniff::jpeg_scans(src);
     let work = u64::from(scans).saturating_mul(header.pixels());
     if scans > limits.max_jpeg_scans || work > limits.max_src_pixels.saturating_mul(JPEG_SCAN_WORK)

@@ -9,7 +9,7 @@ use super::PipelineError;
 
 /// Whether this build can write a `width` x `height` image in `format` (WebP stops at 16383
 /// pixels a side, JPEG at 65500; AVIF has no encoder here).
-pub fn can_encode(format: Format, width: u32, height: u32) -> bool {
+pub(super) fn can_encode(format: Format, width: u32, height: u32) -> bool {
     let side = width.max(height);
     match format {
         Format::Jpeg => side <= 65_500,
@@ -28,15 +28,6 @@ pub struct Encoding {
     /// images and tiny sources (icons, 1-px patterns), where 4:2:0 smears colours visibly and
     /// the bytes saved are few.
     pub keep_detail: bool,
-}
-
-impl Encoding {
-    pub fn lossy(quality: u8) -> Encoding {
-        Encoding {
-            quality,
-            keep_detail: false,
-        }
-    }
 }
 
 pub fn encode(raster: &Raster, format: Format, how: Encoding) -> Result<Vec<u8>, PipelineError> {

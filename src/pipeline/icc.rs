@@ -10,7 +10,7 @@ use super::raster::Raster;
 use super::sniff::SourceFormat;
 
 /// The embedded profile of `src`, when it has one that is RGB and not sRGB already.
-pub fn non_srgb_profile(src: &[u8], format: SourceFormat) -> Option<ColorProfile> {
+pub(super) fn non_srgb_profile(src: &[u8], format: SourceFormat) -> Option<ColorProfile> {
     let bytes = match format {
         SourceFormat::Jpeg => jpeg_icc(src),
         SourceFormat::Png => image::codecs::png::PngDecoder::new(Cursor::new(src))
@@ -33,7 +33,7 @@ pub fn non_srgb_profile(src: &[u8], format: SourceFormat) -> Option<ColorProfile
 
 /// Converts `raster` from `profile` to sRGB (relative colorimetric). On failure the pixels are
 /// left as they are, which is what a browser would show for the untagged output anyway.
-pub fn to_srgb(raster: &mut Raster, profile: &ColorProfile) {
+pub(super) fn to_srgb(raster: &mut Raster, profile: &ColorProfile) {
     let layout = if raster.alpha {
         Layout::Rgba
     } else {

@@ -1,26 +1,55 @@
 //! The image transform: sniff → header check → decode (shrink-on-load) → resize → orient →
 //! colour-convert to sRGB → encode in the negotiated format.
 //!
-//! Every stage is a public module so benchmarks can time them one by one; [`transform`] is the
-//! whole job and the only entry point the server uses.
+//! [`transform`] is the whole job and the only entry point the server uses; benchmarks time the
+//! stages one by one through [`stages`] (feature `_internals`).
 
-pub mod animation;
+mod animation;
 #[cfg(feature = "avif")]
-pub mod avif;
-pub mod decode;
-pub mod encode;
-pub mod icc;
-pub mod negotiate;
-pub mod options;
-pub mod orient;
-pub mod raster;
-pub mod resize;
-pub mod sniff;
+mod avif;
+// The stages' items are public for the benchmarks; without `_internals` nothing outside the
+// crate reaches them.
+#[cfg_attr(not(feature = "_internals"), allow(unreachable_pub))]
+pub(crate) mod decode;
+#[cfg_attr(not(feature = "_internals"), allow(unreachable_pub))]
+mod encode;
+mod icc;
+mod negotiate;
+mod options;
+#[cfg_attr(not(feature = "_internals"), allow(unreachable_pub))]
+mod orient;
+#[cfg_attr(not(feature = "_internals"), allow(unreachable_pub))]
+mod raster;
+#[cfg_attr(not(feature = "_internals"), allow(unreachable_pub))]
+mod resize;
+#[cfg_attr(not(feature = "_internals"), allow(unreachable_pub))]
+mod sniff;
+
+/// The stages one by one, for benchmarks.
+#[cfg(feature = "_internals")]
+pub mod stages {
+    pub mod decode {
+        pub use super::super::decode::{decode, Decoded};
+    }
+    pub mod encode {
+        pub use super::super::encode::{encode, Encoding};
+    }
+    pub mod orient {
+        pub use super::super::orient::{apply, read_metadata, Metadata};
+    }
+    pub mod resize {
+        pub use super::super::resize::{resize, Plan};
+    }
+    pub mod sniff {
+        pub use super::super::sniff::{sniff, Header, SourceFormat};
+    }
+    pub use super::raster::Raster;
+}
 
 use bytes::Bytes;
 
 pub use negotiate::{negotiate, FormatSet};
-pub use options::{Format, Options};
+pub use options::{Format, Options, OptionsError, MAX_DIMENSION};
 
 use self::animation::AnimatedFormat;
 use self::encode::Encoding;

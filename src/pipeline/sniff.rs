@@ -106,7 +106,7 @@ fn le24(b: &[u8], at: usize) -> Option<u32> {
 /// One marker segment of a JPEG header: the marker byte, the payload after the length field, and
 /// the offset just past the segment.
 #[derive(Debug, Clone, Copy)]
-pub struct Segment<'a> {
+pub(super) struct Segment<'a> {
     pub marker: u8,
     pub body: &'a [u8],
     pub end: usize,
@@ -114,7 +114,7 @@ pub struct Segment<'a> {
 
 /// The marker segments of a JPEG up to (not including) the first scan; stops early at anything
 /// malformed. Fill bytes and stand-alone markers are skipped.
-pub fn jpeg_segments(src: &[u8]) -> impl Iterator<Item = Segment<'_>> {
+pub(super) fn jpeg_segments(src: &[u8]) -> impl Iterator<Item = Segment<'_>> {
     let mut i = 2;
     std::iter::from_fn(move || loop {
         while *src.get(i)? != 0xFF {
@@ -143,7 +143,7 @@ pub fn jpeg_segments(src: &[u8]) -> impl Iterator<Item = Segment<'_>> {
 }
 
 /// Where the first scan starts: everything before it is header and metadata.
-pub fn jpeg_header_len(src: &[u8]) -> usize {
+pub(super) fn jpeg_header_len(src: &[u8]) -> usize {
     jpeg_segments(src).last().map_or(src.len(), |s| s.end)
 }
 
@@ -155,7 +155,7 @@ fn jpeg_sof(src: &[u8]) -> Option<Segment<'_>> {
 /// The JPEG without stray bytes between its header segments (up to the first scan). libjpeg
 /// skips such bytes with a warning, as browsers do, but TurboJPEG's header call fails on any
 /// warning before decoding starts. Borrowed, with nothing copied, when there are none.
-pub fn jpeg_without_stray_bytes(src: &[u8]) -> Cow<'_, [u8]> {
+pub(super) fn jpeg_without_stray_bytes(src: &[u8]) -> Cow<'_, [u8]> {
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     let mut i = 2;
@@ -199,7 +199,7 @@ pub fn jpeg_without_stray_bytes(src: &[u8]) -> Cow<'_, [u8]> {
 /// The number of scans (SOS markers) of the first image in a JPEG, without decoding anything:
 /// entropy-coded data escapes every 0xFF byte, so after the header each 0xFF 0xDA is a scan,
 /// until the EOI marker (data appended after it, such as a second image, is not counted).
-pub fn jpeg_scans(src: &[u8]) -> u32 {
+pub(super) fn jpeg_scans(src: &[u8]) -> u32 {
     let start = jpeg_header_len(src);
     let data = src.get(start..).unwrap_or_default();
     let mut scans = 0u32;

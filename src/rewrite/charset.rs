@@ -4,11 +4,11 @@
 use encoding_rs::{Encoding, UTF_8};
 
 /// Bytes examined for a `<meta>` declaration (the HTML prescan looks at 1024).
-pub const SNIFF_BYTES: usize = 1024;
+pub(crate) const SNIFF_BYTES: usize = 1024;
 
 /// Where the encoding came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Bom,
     Hint,
     Meta,
@@ -17,12 +17,12 @@ pub enum Source {
 
 /// The sniffed encoding and what told it.
 #[derive(Debug, Clone, Copy)]
-pub struct Sniffed {
+pub(crate) struct Sniffed {
     pub encoding: &'static Encoding,
     pub source: Source,
 }
 
-pub fn sniff(head: &[u8], hint: Option<&'static Encoding>) -> Sniffed {
+pub(crate) fn sniff(head: &[u8], hint: Option<&'static Encoding>) -> Sniffed {
     if let Some((encoding, _)) = Encoding::for_bom(head) {
         return Sniffed {
             encoding,
@@ -98,7 +98,7 @@ fn meta_charset(head: &[u8]) -> Option<&'static Encoding> {
 }
 
 /// The encoding named by a `charset=` parameter, if any and known.
-pub fn charset_param<'a>(
+pub(crate) fn charset_param<'a>(
     params: impl Iterator<Item = &'a str>,
 ) -> Option<&'static encoding_rs::Encoding> {
     params

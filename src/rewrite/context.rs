@@ -158,14 +158,14 @@ fn upstream(inner: &str) -> Result<Url, String> {
 /// How a memoised value was written: the same text means different URLs in HTML (entities)
 /// and in already-decoded text (front matter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Markup {
+pub(crate) enum Markup {
     Html,
     Decoded,
 }
 
 /// The memoised judgement of one raw URL with one set of options.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Rewrite {
         upstream: Arc<str>,
         proxied: Arc<str>,
@@ -191,7 +191,7 @@ enum Judged {
 /// (saves the HMAC). A page repeating its images, or one image under several wrappers and
 /// sizes, then costs hash lookups.
 #[derive(Debug, Default)]
-pub struct Memo {
+pub(crate) struct Memo {
     hasher: RandomState,
     judged: Table<(Box<str>, Markup, Judged)>,
     /// One shared upstream per distinct upstream text, so that `signed` can key on the
@@ -234,7 +234,7 @@ const MEMO_BYTES: usize = 2 << 20;
 const ENTRY_OVERHEAD: usize = 96;
 
 impl Memo {
-    pub fn resolve(
+    pub(crate) fn resolve(
         &mut self,
         ctx: &RewriteContext,
         raw: &str,
@@ -252,7 +252,7 @@ impl Memo {
 
     /// The upstream of `raw` when it is to be rewritten, for signing it again at other
     /// sizes with [`Memo::sign`] without judging it again.
-    pub fn upstream(
+    pub(crate) fn upstream(
         &mut self,
         ctx: &RewriteContext,
         raw: &str,
@@ -265,7 +265,7 @@ impl Memo {
     }
 
     /// The proxied URL of `url` (whose text is `upstream`) with `options`.
-    pub fn sign(
+    pub(crate) fn sign(
         &mut self,
         ctx: &RewriteContext,
         url: &Url,
@@ -358,12 +358,9 @@ impl Memo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::{Key, KeyRing};
 
     fn ctx() -> Arc<RewriteContext> {
-        let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
-        let settings = crate::config::Settings::from_config(&crate::config::Config::default());
-        RewriteContext::new(settings.unwrap().rewrite, keys)
+        crate::internals::rewrite_context(&"07".repeat(32), "/img", 1024)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::pipeline::Options;
 
 /// Per-document state shared by the handlers.
 #[derive(Debug)]
-pub struct DocState {
+pub(crate) struct DocState {
     pub ctx: Arc<RewriteContext>,
     pub memo: Memo,
     pub images_seen: usize,
@@ -23,10 +23,10 @@ pub struct DocState {
 }
 
 /// A hint with its raw text, for reports.
-pub type Hint<'a> = Option<(&'a str, SizeHint)>;
+pub(crate) type Hint<'a> = Option<(&'a str, SizeHint)>;
 
 impl DocState {
-    pub fn new(ctx: Arc<RewriteContext>, collect_report: bool) -> DocState {
+    pub(crate) fn new(ctx: Arc<RewriteContext>, collect_report: bool) -> DocState {
         DocState {
             ctx,
             memo: Memo::default(),
@@ -38,7 +38,7 @@ impl DocState {
     }
 
     /// Counts one reference and, when reports are collected, describes it.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         place: impl FnOnce() -> String,
         original: &str,
@@ -67,7 +67,7 @@ impl DocState {
     }
 
     /// Judges one raw URL, records it, and returns the proxied URL to write instead.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &mut self,
         place: impl FnOnce() -> String,
         raw: &str,

@@ -36,7 +36,7 @@ const NAMED: &[(&str, char)] = &[
 const LEGACY: &[&str] = &["amp", "lt", "gt", "quot"];
 
 /// Decodes character references in a raw attribute value, as a browser would.
-pub fn decode(raw: &str) -> Cow<'_, str> {
+pub(crate) fn decode(raw: &str) -> Cow<'_, str> {
     if !raw.contains('&') {
         return Cow::Borrowed(raw);
     }

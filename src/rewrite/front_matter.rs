@@ -11,7 +11,7 @@ use super::report::Action;
 
 /// Whether a buffer opens with a front matter line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opening {
+pub(crate) enum Opening {
     /// Yes; the opening `---` line ends at this offset.
     At(usize),
     No,
@@ -21,7 +21,7 @@ pub enum Opening {
 
 /// Looks for the opening `---` line: after an optional UTF-8 BOM and blank lines (scraped
 /// posts often start with an empty line).
-pub fn opening(buf: &[u8]) -> Opening {
+pub(crate) fn opening(buf: &[u8]) -> Opening {
     let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
         3
     } else {
@@ -53,7 +53,7 @@ pub fn opening(buf: &[u8]) -> Opening {
 
 /// Where the front matter ends: the offset just past the closing `---` line. `None` means
 /// not found (yet).
-pub fn closing_offset(buf: &[u8]) -> Option<usize> {
+pub(crate) fn closing_offset(buf: &[u8]) -> Option<usize> {
     let Opening::At(mut pos) = opening(buf) else {
         return None;
     };
@@ -79,7 +79,7 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 }
 
 /// Rewrites the front matter block (from the opening `---` through the closing line).
-pub fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
+pub(crate) fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
     let keys = st.ctx.policy().front_matter_keys.clone();
     let mut list_key: Option<(String, usize)> = None;
     let mut pos = 0;

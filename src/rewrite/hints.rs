@@ -92,7 +92,7 @@ fn plain_pair(b: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// The intrinsic size capped to `max_width`, keeping the aspect ratio (height at least 1).
-pub fn target_size((w, h): (u32, u32), max_width: u32) -> (u32, u32) {
+pub(crate) fn target_size((w, h): (u32, u32), max_width: u32) -> (u32, u32) {
     if w <= max_width {
         return (w, h);
     }
@@ -101,7 +101,10 @@ pub fn target_size((w, h): (u32, u32), max_width: u32) -> (u32, u32) {
 }
 
 /// Widths for a generated `srcset`: the configured ones below the target, then the target.
-pub fn srcset_widths(configured: &[u32], target_width: u32) -> impl Iterator<Item = u32> + '_ {
+pub(crate) fn srcset_widths(
+    configured: &[u32],
+    target_width: u32,
+) -> impl Iterator<Item = u32> + '_ {
     configured
         .iter()
         .copied()
@@ -111,14 +114,14 @@ pub fn srcset_widths(configured: &[u32], target_width: u32) -> impl Iterator<Ite
 
 /// One candidate of a `srcset` value: byte ranges of its URL and descriptor in the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub url: Range<usize>,
     pub descriptor: Range<usize>,
 }
 
 impl Candidate {
     /// The width a `Nw` descriptor names.
-    pub fn width(&self, value: &str) -> Option<u32> {
+    pub(crate) fn width(&self, value: &str) -> Option<u32> {
         let d = value[self.descriptor.clone()].trim();
         d.strip_suffix(['w', 'W'])?.parse().ok().filter(|&w| w > 0)
     }
@@ -127,7 +130,7 @@ impl Candidate {
 /// Splits a `srcset` value into candidates following the HTML parsing rules (URLs end at
 /// whitespace; a trailing comma on a URL separates candidates; descriptors end at a comma
 /// outside parentheses).
-pub fn parse_srcset(value: &str) -> Vec<Candidate> {
+pub(crate) fn parse_srcset(value: &str) -> Vec<Candidate> {
     let b = value.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

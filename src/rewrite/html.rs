@@ -23,7 +23,7 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
 }
 
 /// lol_html settings wired to `state`; `window` holds the input lol_html is working on.
-pub fn settings(
+pub(crate) fn settings(
     state: Arc<Mutex<DocState>>,
     window: Arc<Mutex<InputWindow>>,
     encoding: AsciiCompatibleEncoding,

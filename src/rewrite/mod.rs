@@ -6,16 +6,16 @@
 //! beyond it (or on any rewriter error) the rest of the document passes through unchanged,
 //! so a document is never cut.
 
-pub mod charset;
-pub mod context;
-pub mod doc_state;
-pub mod entities;
-pub mod front_matter;
-pub mod hints;
-pub mod html;
-pub mod report;
-pub mod tag;
-pub mod wrappers;
+pub(crate) mod charset;
+pub(crate) mod context;
+pub(crate) mod doc_state;
+pub(crate) mod entities;
+pub(crate) mod front_matter;
+pub(crate) mod hints;
+pub(crate) mod html;
+pub(crate) mod report;
+pub(crate) mod tag;
+pub(crate) mod wrappers;
 
 use std::sync::{Arc, Mutex};
 
@@ -342,14 +342,9 @@ pub fn rewrite_bytes(ctx: Arc<RewriteContext>, kind: DocKind, input: &[u8]) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Settings};
-    use crate::signing::{Key, KeyRing};
 
     fn ctx(max_memory_kb: usize) -> Arc<RewriteContext> {
-        let mut config = Config::default();
-        config.rewrite.max_memory_kb = max_memory_kb;
-        let keys = KeyRing::new(Key::from_hex(&"07".repeat(32)).unwrap(), vec![]);
-        RewriteContext::new(Settings::from_config(&config).unwrap().rewrite, keys)
+        crate::internals::rewrite_context(&"07".repeat(32), "/img", max_memory_kb)
     }
 
     const WRAPPED: &str = "https://cors.zfour.workers.dev/?http://static.1sapp.com/a.jpg";

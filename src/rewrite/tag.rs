@@ -23,7 +23,7 @@ const WINDOW_CAP: usize = 64 * 1024;
 /// Only a UTF-8 document uses it: lol_html re-encodes replacement text into the document's
 /// encoding, so raw bytes of another encoding could come out changed.
 #[derive(Debug, Default)]
-pub struct InputWindow {
+pub(crate) struct InputWindow {
     bytes: Vec<u8>,
     /// Stream offset of `bytes[0]`.
     start: usize,
@@ -31,18 +31,18 @@ pub struct InputWindow {
 }
 
 impl InputWindow {
-    pub fn enable(&mut self) {
+    pub(crate) fn enable(&mut self) {
         self.enabled = true;
     }
 
     /// For good: the document may be switching encodings (a late `<meta charset>`).
-    pub fn disable(&mut self) {
+    pub(crate) fn disable(&mut self) {
         self.enabled = false;
         self.bytes = Vec::new();
     }
 
     /// Records a chunk about to be written to lol_html.
-    pub fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         if self.enabled {
             self.bytes.extend_from_slice(chunk);
         } else {
@@ -53,7 +53,7 @@ impl InputWindow {
     /// Forgets what lol_html is done with once it has taken a chunk: a tag still open can
     /// only start at the last `<` (or earlier, when a `<` inside one of its values hides its
     /// start, which merely sends that tag down the lol_html path).
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         let keep_from = match memchr::memrchr(b'<', &self.bytes) {
             Some(at) if self.bytes.len() - at <= WINDOW_CAP => at,
             _ => self.bytes.len(),
@@ -71,7 +71,7 @@ impl InputWindow {
 
 /// The raw text of the start tag being handled, when the window holds it as UTF-8.
 #[derive(Debug, Clone, Copy)]
-pub struct Tag<'w> {
+pub(crate) struct Tag<'w> {
     raw: Option<RawTag<'w>>,
 }
 
@@ -96,7 +96,7 @@ impl<'w> RawTag<'w> {
 }
 
 impl<'w> Tag<'w> {
-    pub fn new(el: &Element<'_, '_>, window: &'w InputWindow) -> Tag<'w> {
+    pub(crate) fn new(el: &Element<'_, '_>, window: &'w InputWindow) -> Tag<'w> {
         let range = el.source_location().bytes();
         let raw = window
             .get(range.clone())
@@ -114,7 +114,7 @@ impl<'w> Tag<'w> {
     }
 
     /// An attribute's name as written (compare it ignoring ASCII case).
-    pub fn name(&self, attr: &Attribute<'_>) -> Cow<'w, str> {
+    pub(crate) fn name(&self, attr: &Attribute<'_>) -> Cow<'w, str> {
         let raw = self
             .raw
             .zip(attr.name_source_location())
@@ -123,7 +123,7 @@ impl<'w> Tag<'w> {
     }
 
     /// An attribute's value as written (entities intact); empty when it has none.
-    pub fn value(&self, attr: &Attribute<'_>) -> Cow<'w, str> {
+    pub(crate) fn value(&self, attr: &Attribute<'_>) -> Cow<'w, str> {
         let Some(raw) = self.raw else {
             return Cow::Owned(attr.value());
         };
@@ -136,7 +136,7 @@ impl<'w> Tag<'w> {
     }
 
     /// The value of the first attribute called `name` (ASCII lowercase).
-    pub fn get(&self, el: &Element<'_, '_>, name: &str) -> Option<Cow<'w, str>> {
+    pub(crate) fn get(&self, el: &Element<'_, '_>, name: &str) -> Option<Cow<'w, str>> {
         el.attributes()
             .iter()
             .find(|a| self.name(a).eq_ignore_ascii_case(name))
@@ -148,7 +148,7 @@ impl<'w> Tag<'w> {
 /// the first attribute of that name (any case) takes the value, else it is appended; for a
 /// name set twice the last value wins. Every handler of one element adds to the same edits.
 #[derive(Debug, Default)]
-pub struct Edits {
+pub(crate) struct Edits {
     /// One entry per name, in the order first set.
     list: Vec<(&'static str, Range<usize>)>,
     values: String,
@@ -161,7 +161,7 @@ pub struct Edits {
 
 impl Edits {
     /// Starts the edits of `el`, keeping those of earlier handlers of the same element.
-    pub fn begin(&mut self, el: &Element<'_, '_>) {
+    pub(crate) fn begin(&mut self, el: &Element<'_, '_>) {
         let start = Tag::start(el);
         if self.element != Some(start) {
             self.list.clear();
@@ -172,12 +172,12 @@ impl Edits {
     }
 
     /// `name` must be ASCII lowercase.
-    pub fn set(&mut self, name: &'static str, value: &str) {
+    pub(crate) fn set(&mut self, name: &'static str, value: &str) {
         self.set_with(name, |buf| buf.push_str(value));
     }
 
     /// Sets `name` to what `write` appends to the buffer it is given.
-    pub fn set_with(&mut self, name: &'static str, write: impl FnOnce(&mut String)) {
+    pub(crate) fn set_with(&mut self, name: &'static str, write: impl FnOnce(&mut String)) {
         let from = self.values.len();
         write(&mut self.values);
         let range = from..self.values.len();
@@ -193,7 +193,7 @@ impl Edits {
 
     /// Puts the edits into the output: one replacement of the raw tag when `tag` has its
     /// bytes, else through lol_html.
-    pub fn apply(&mut self, el: &mut Element<'_, '_>, tag: &Tag<'_>) {
+    pub(crate) fn apply(&mut self, el: &mut Element<'_, '_>, tag: &Tag<'_>) {
         if self.applied == self.list.len() {
             return;
         }

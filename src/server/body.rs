@@ -7,33 +7,33 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Frame, SizeHint};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Boxed so routes can answer with buffered bytes now and streamed bodies later.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// A body being read (a request, an origin's answer), boxed once whatever its source.
-pub type SourceBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type SourceBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
-pub fn full(data: impl Into<Bytes>) -> Body {
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// A body that holds `T` until the body has ended (or is dropped), so that releasing `T` marks
 /// the end of a response or an upload: a connection's busy mark, a "sent" signal.
-pub struct Holding<B, T> {
+pub(crate) struct Holding<B, T> {
     body: B,
     held: Option<T>,
 }
 
 impl<B: hyper::body::Body, T> Holding<B, T> {
-    pub fn new(body: B, held: T) -> Holding<B, T> {
+    pub(crate) fn new(body: B, held: T) -> Holding<B, T> {
         let held = (!body.is_end_stream()).then_some(held);
         Holding { body, held }
     }

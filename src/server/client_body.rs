@@ -24,13 +24,13 @@ pub struct BodyPace {
 /// The request body arrived too slowly.
 #[derive(Debug, thiserror::Error)]
 #[error("request body arrived too slowly ({received} bytes in {elapsed:?})")]
-pub struct TooSlow {
+pub(crate) struct TooSlow {
     received: u64,
     elapsed: Duration,
 }
 
 /// True when `error` (or one of its causes) is a [`TooSlow`].
-pub fn is_too_slow(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_too_slow(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
         if e.is::<TooSlow>() {
@@ -43,7 +43,7 @@ pub fn is_too_slow(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// A client's request body under a [`BodyPace`]. The timer exists only once a route reads the
 /// body, so requests without one cost nothing.
-pub struct ClientBody {
+pub(crate) struct ClientBody {
     inner: Incoming,
     pace: BodyPace,
     started: Option<Instant>,
@@ -52,7 +52,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn new(inner: Incoming, pace: BodyPace) -> ClientBody {
+    pub(crate) fn new(inner: Incoming, pace: BodyPace) -> ClientBody {
         ClientBody {
             inner,
             pace,

@@ -168,7 +168,7 @@ impl Conn {
 }
 
 /// Marks a connection busy for as long as one request (and its response body) lives.
-pub struct InFlight(Arc<Conn>);
+pub(crate) struct InFlight(Arc<Conn>);
 
 impl InFlight {
     fn start(conn: &Arc<Conn>) -> InFlight {
@@ -189,7 +189,7 @@ impl Drop for InFlight {
 
 /// A response body that keeps its connection marked busy until hyper has sent all of it (or
 /// given up on it).
-pub type TrackedBody = Holding<Body, InFlight>;
+pub(crate) type TrackedBody = Holding<Body, InFlight>;
 
 /// The client socket, noting since when a write has been blocked.
 struct WatchedIo {
@@ -344,7 +344,7 @@ impl RateLimitedLog {
 }
 
 /// What a listener serves: each request is handed to `handle` with the client's address.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -353,7 +353,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// One listener with its cap and timeouts.
-pub struct Listener<H> {
+pub(crate) struct Listener<H> {
     pub listener: TcpListener,
     pub limits: ConnLimits,
     pub handler: Arc<H>,
@@ -362,14 +362,14 @@ pub struct Listener<H> {
 }
 
 /// Connection slots of a running listener, so shutdown can wait for them to drain.
-pub struct Slots {
+pub(crate) struct Slots {
     permits: Arc<Semaphore>,
     max: u32,
 }
 
 impl Slots {
     /// Resolves when every connection of the listener has closed.
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         let _ = self.permits.acquire_many(self.max).await;
     }
 }
@@ -377,7 +377,7 @@ impl Slots {
 impl<H: Handler> Listener<H> {
     /// Serves until `stop` turns true, then asks every connection to finish gracefully and
     /// returns (the caller waits on the [`Slots`] for them to drain).
-    pub fn spawn(self, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Slots {
+    pub(crate) fn spawn(self, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Slots {
         let max = u32::try_from(self.limits.max_connections)
             .unwrap_or(u32::MAX)
             .clamp(1, Semaphore::MAX_PERMITS as u32);
@@ -593,7 +593,7 @@ async fn sweep_loop(
 /// The number of client connections the process can hold open: `wanted`, or fewer when the
 /// file-descriptor limit (raised to its hard maximum first) leaves less after `reserve`
 /// descriptors for upstream sockets, files and the control plane.
-pub fn connection_budget(wanted: usize, reserve: u64) -> (usize, Option<u64>) {
+pub(crate) fn connection_budget(wanted: usize, reserve: u64) -> (usize, Option<u64>) {
     let limit = rlimit::increase_nofile_limit(u64::MAX).ok();
     match limit {
         Some(limit) => {

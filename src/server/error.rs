@@ -13,18 +13,18 @@ use crate::pipeline::PipelineError;
 use crate::urls::UrlError;
 
 /// Seconds a client is asked to wait when the transform or fetch queue is full.
-pub const RETRY_AFTER_S: u64 = 1;
+pub(crate) const RETRY_AFTER_S: u64 = 1;
 
 /// Whose fault an error is (for logs and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     Client,
     Upstream,
     Internal,
 }
 
 impl Fault {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Fault::Client => "client",
             Fault::Upstream => "upstream",
@@ -36,7 +36,7 @@ impl Fault {
 /// Why a request failed. Cloneable so one failure can answer every coalesced request and be
 /// remembered briefly; causes are kept (see [`crate::cause`]).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     #[error("{0}")]
     Url(#[from] UrlError),
     #[error("{0}")]
@@ -81,7 +81,7 @@ impl From<PoolError> for RouteError {
 }
 
 impl RouteError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             RouteError::Url(UrlError::BadSignature) => StatusCode::FORBIDDEN,
             RouteError::Url(_) => StatusCode::BAD_REQUEST,
@@ -121,7 +121,7 @@ impl RouteError {
         }
     }
 
-    pub fn fault(&self) -> Fault {
+    pub(crate) fn fault(&self) -> Fault {
         match self {
             RouteError::Url(_)
             | RouteError::NotFound
@@ -142,7 +142,7 @@ impl RouteError {
     }
 
     /// A short text answer that is never cached by clients or shared caches.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut text = match &self {
             // Internal details stay in the log.
@@ -183,6 +183,12 @@ impl Remember for RouteError {
     fn lost() -> Self {
         RouteError::Internal("the work for this image ended without a result".into())
     }
+}
+
+/// The status the image route answers for a pipeline error (for the pipeline's tests).
+#[cfg(feature = "_internals")]
+pub fn image_status(e: &PipelineError) -> StatusCode {
+    RouteError::Image(e.clone()).status()
 }
 
 #[cfg(test)]

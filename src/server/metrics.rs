@@ -40,7 +40,7 @@ struct Responses {
 }
 
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     responses: Mutex<Responses>,
     upstream_errors: Mutex<BTreeMap<&'static str, u64>>,
     page_proxy_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -59,13 +59,13 @@ pub struct Metrics {
 
 /// How full one bounded stage (transforms, fetches) is.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StageLoad {
+pub(crate) struct StageLoad {
     pub queued: usize,
     pub running: usize,
 }
 
 /// A cache's counters under a label.
-pub struct CacheView<'a> {
+pub(crate) struct CacheView<'a> {
     pub name: &'static str,
     pub stats: &'a CacheStats,
     pub budget: u64,
@@ -76,7 +76,7 @@ pub struct CacheView<'a> {
 impl Metrics {
     /// One answered request; `elapsed` is the time until its response head was ready
     /// (streamed bodies continue after it).
-    pub fn response(&self, route: &'static str, status: u16, elapsed: Duration) {
+    pub(crate) fn response(&self, route: &'static str, status: u16, elapsed: Duration) {
         let mut r = lock(&self.responses);
         *r.counts.entry((route, status)).or_default() += 1;
         r.latency
@@ -85,30 +85,30 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn upstream_error(&self, kind: &'static str) {
+    pub(crate) fn upstream_error(&self, kind: &'static str) {
         bump(&self.upstream_errors, kind);
     }
 
     /// The blog origin failed: `connect`, `timeout`, `body`, `body_timeout` …
-    pub fn page_proxy_error(&self, kind: &'static str) {
+    pub(crate) fn page_proxy_error(&self, kind: &'static str) {
         bump(&self.page_proxy_errors, kind);
     }
 
     /// A request body sent to `/_imgrelay/rewrite` stopped early.
-    pub fn rewrite_error(&self, kind: &'static str) {
+    pub(crate) fn rewrite_error(&self, kind: &'static str) {
         bump(&self.rewrite_errors, kind);
     }
 
     /// The rewriter passed (the rest of) a document through unchanged, by reason.
-    pub fn rewriter_bailout(&self, reason: &'static str) {
+    pub(crate) fn rewriter_bailout(&self, reason: &'static str) {
         bump(&self.rewriter_bailouts, reason);
     }
 
-    pub fn connection_opened(&self, plane: &'static str) {
+    pub(crate) fn connection_opened(&self, plane: &'static str) {
         bump(&self.connections_open, plane);
     }
 
-    pub fn connection_ended(&self, plane: &'static str) {
+    pub(crate) fn connection_ended(&self, plane: &'static str) {
         let mut open = lock(&self.connections_open);
         if let Some(n) = open.get_mut(plane) {
             *n = n.saturating_sub(1);
@@ -116,17 +116,17 @@ impl Metrics {
     }
 
     /// The server closed a connection: `header_timeout`, `idle`, `send_timeout`, `evicted`.
-    pub fn connection_closed(&self, plane: &'static str, reason: &'static str) {
+    pub(crate) fn connection_closed(&self, plane: &'static str, reason: &'static str) {
         *lock(&self.connection_closes)
             .entry((plane, reason))
             .or_default() += 1;
     }
 
-    pub fn accept_error(&self, plane: &'static str) {
+    pub(crate) fn accept_error(&self, plane: &'static str) {
         bump(&self.accept_errors, plane);
     }
 
-    pub fn render(
+    pub(crate) fn render(
         &self,
         caches: &[CacheView<'_>],
         transforms: StageLoad,

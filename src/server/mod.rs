@@ -3,14 +3,14 @@
 //! Routes are matched in [`AppState::route`]; a new route is one more arm there plus a handler
 //! returning `Result<Response<Body>, RouteError>`.
 
-pub mod body;
-pub mod client_body;
-pub mod connections;
-pub mod error;
-pub mod image;
-pub mod metrics;
-pub mod page;
-pub mod respond;
+pub(crate) mod body;
+pub(crate) mod client_body;
+pub(crate) mod connections;
+pub(crate) mod error;
+pub(crate) mod image;
+pub(crate) mod metrics;
+pub(crate) mod page;
+pub(crate) mod respond;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,19 +37,19 @@ use page::rewrite_route;
 use page::{OriginSettings, PageProxy};
 
 /// Paths under this prefix belong to the service itself.
-pub const INTERNAL_PREFIX: &str = "/_imgrelay/";
+pub(crate) const INTERNAL_PREFIX: &str = "/_imgrelay/";
 /// Longest request path written to the log.
 const LOGGED_PATH_CHARS: usize = 120;
 
 /// The client's address, put into each request's extensions by [`serve`].
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub(crate) struct PeerAddr(pub SocketAddr);
 
 /// Which listener a request came in on. The public plane serves images, healthz and the page
 /// proxy; the control plane serves what signs URLs or reveals internals (the rewrite endpoint,
 /// metrics), so strangers can neither get URLs signed nor read the server's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plane {
+pub(crate) enum Plane {
     Public,
     Control,
 }
@@ -64,10 +64,10 @@ impl Plane {
 }
 
 /// Connections the control plane holds at most: it serves operators and scrapers, not readers.
-pub const CONTROL_MAX_CONNECTIONS: usize = 64;
+pub(crate) const CONTROL_MAX_CONNECTIONS: usize = 64;
 
 /// Everything the routes share.
-pub struct AppState {
+pub(crate) struct AppState {
     route_prefix: String,
     image: ImageRoute,
     rewrite: Arc<RewriteContext>,
@@ -125,7 +125,11 @@ pub struct ServeSettings {
 }
 
 impl AppState {
-    pub fn new(settings: &ServeSettings, rewrite: RewriteSettings, keys: KeyRing) -> AppState {
+    pub(crate) fn new(
+        settings: &ServeSettings,
+        rewrite: RewriteSettings,
+        keys: KeyRing,
+    ) -> AppState {
         let metrics = Arc::new(Metrics::default());
         let signer = UrlSigner::new(keys.clone(), &rewrite.public_prefix);
         let rewrite = RewriteContext::new(rewrite, keys);
@@ -143,10 +147,6 @@ impl AppState {
             body_pace: settings.body_pace,
             admin_token: settings.admin_token.clone(),
         }
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     fn classify(&self, plane: Plane, path: &str) -> Route {
@@ -179,7 +179,7 @@ impl AppState {
 
     /// Dispatches one request to its route. The request is owned so that routes which stream
     /// the request body (a page proxy, the rewriter) can take it.
-    pub async fn route<B>(&self, plane: Plane, req: Request<B>) -> Response<Body>
+    pub(crate) async fn route<B>(&self, plane: Plane, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -305,7 +305,7 @@ impl Handler for PlaneHandler {
 }
 
 /// The sockets `serve` listens on.
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub public: TcpListener,
     pub public_limits: ConnLimits,
     /// The control plane, when `server.admin_listen` is set.
@@ -314,7 +314,7 @@ pub struct Listeners {
 
 /// Serves both planes until `shutdown` resolves, then stops accepting and gives in-flight
 /// requests up to `grace` to finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listeners: Listeners,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,

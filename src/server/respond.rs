@@ -8,13 +8,13 @@ use super::body::{empty, full, Body};
 use super::error::RouteError;
 
 /// No script, no plugin, no frame: what every answer of imgrelay's own is allowed to do.
-pub const SANDBOX_CSP: &str = "default-src 'none'; sandbox";
+pub(crate) const SANDBOX_CSP: &str = "default-src 'none'; sandbox";
 
 /// The methods of routes that only read.
-pub const READ: (&[Method], &str) = (&[Method::GET, Method::HEAD], "GET, HEAD");
+pub(crate) const READ: (&[Method], &str) = (&[Method::GET, Method::HEAD], "GET, HEAD");
 
 /// `Ok` when `method` is one of `allowed.0`; else 405 with `Allow: allowed.1`.
-pub fn allow(method: &Method, allowed: (&[Method], &'static str)) -> Result<(), RouteError> {
+pub(crate) fn allow(method: &Method, allowed: (&[Method], &'static str)) -> Result<(), RouteError> {
     if allowed.0.contains(method) {
         Ok(())
     } else {
@@ -23,7 +23,7 @@ pub fn allow(method: &Method, allowed: (&[Method], &'static str)) -> Result<(), 
 }
 
 /// Keeps a browser from reading an answer as another type or running anything in it.
-pub fn inert(h: &mut HeaderMap) {
+pub(crate) fn inert(h: &mut HeaderMap) {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -35,7 +35,11 @@ pub fn inert(h: &mut HeaderMap) {
 }
 
 /// A short plain-text answer that no cache keeps; an empty body for HEAD.
-pub fn text(method: &Method, status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
+pub(crate) fn text(
+    method: &Method,
+    status: StatusCode,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
     let body = body.into();
     let len = body.len();
     let mut response = Response::new(if method == Method::HEAD {

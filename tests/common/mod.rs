@@ -1,7 +1,9 @@
-//! Shared test harness: a local origin and an `imgrelay serve` subprocess signed with a test key.
-#![allow(dead_code)]
+//! The test harness: one key, a local origin, `imgrelay serve` as a subprocess or in process,
+//! the CLI runner, and one scanner for the proxied URLs in any output.
+#![allow(dead_code, unreachable_pub)]
 
 pub mod blog;
+pub mod cli;
 pub mod hostile;
 pub mod origin;
 pub mod serve;
@@ -33,10 +35,30 @@ pub const HOSTS: &[&str] = &[
     "pic.newsfeed.example.cn",
     "p3.imgcdn.example.com",
 ];
-const KEY_HEX: &str = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1";
+/// The one signing key of every test.
+pub const KEY_HEX: &str = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1";
+
+pub fn key_ring() -> KeyRing {
+    KeyRing::new(Key::from_hex(KEY_HEX).unwrap(), vec![])
+}
+
+/// A file of tests/data.
+pub fn data(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
+}
+
+/// Where the server under test runs.
+enum Process {
+    /// `imgrelay serve`: for signals, logs, HTTP/2 and resource limits.
+    Child(Child),
+    /// The same routes and listeners inside the test process: for route tests.
+    InProcess(imgrelay::internals::InProcess),
+}
 
 pub struct Server {
-    child: Child,
+    process: Process,
     pub addr: SocketAddr,
     /// The control plane (rewrite endpoint, metrics).
     pub admin: SocketAddr,
@@ -68,27 +90,35 @@ impl Server {
         Self::start_under(origin, env, &[])
     }
 
+    /// Like [`Server::start`], with the server inside the test process: the same config, routes
+    /// and listeners, without a process (no logs, signals or exit status).
+    pub fn in_process(origin: &Origin, env: &[(&str, &str)]) -> Server {
+        use imgrelay::config::{Config, Overrides, Settings};
+        let (dir, config_file) = write_config(origin);
+        let text = std::fs::read_to_string(&config_file).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (format!("IMGRELAY_{k}"), v.to_string()));
+        let config = Config::from_parts(Some((&config_file, &text)), env, &Overrides::default())
+            .expect("test config");
+        let settings = Settings::from_config(&config).expect("test settings");
+        let keys = KeyRing::load(&settings.keys).expect("test key");
+        let server = imgrelay::internals::InProcess::start(settings, keys).expect("in process");
+        Server {
+            addr: server.addr,
+            admin: server.admin.expect("control plane"),
+            process: Process::InProcess(server),
+            signer: UrlSigner::new(key_ring(), "/img"),
+            logs: Arc::default(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _dir: dir,
+        }
+    }
+
     /// Like [`Server::start`], with the server run through `launcher` (a command that ends by
     /// executing its arguments, e.g. `bash -c 'ulimit -n 256 && exec "$@"' --`).
     pub fn start_under(origin: &Origin, env: &[(&str, &str)], launcher: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("imgrelay.key");
-        std::fs::write(&key_file, KEY_HEX).unwrap();
-        // A key file others may read gets a warning; tests keep theirs private, as operators do.
-        std::fs::set_permissions(
-            &key_file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\
-             [signing]\nkey_file = {key:?}\n\
-             [upstream.resolve]\n{pins}",
-            key = key_file.display().to_string(),
-            pins = origin.pins(HOSTS),
-        );
-        let config_file = dir.path().join("config.toml");
-        std::fs::write(&config_file, config).unwrap();
+        let (dir, config_file) = write_config(origin);
         let binary = env!("CARGO_BIN_EXE_imgrelay");
         let mut cmd = match launcher.split_first() {
             Some((program, args)) => {
@@ -143,12 +173,11 @@ impl Server {
             }
         };
         let admin = admin.parse().unwrap();
-        let key = Key::from_hex(KEY_HEX).unwrap();
         Server {
-            child,
+            process: Process::Child(child),
             addr,
             admin,
-            signer: UrlSigner::new(KeyRing::new(key, vec![]), "/img"),
+            signer: UrlSigner::new(key_ring(), "/img"),
             logs,
             client: Client::builder(TokioExecutor::new()).build_http(),
             _dir: dir,
@@ -215,7 +244,10 @@ impl Server {
 
     /// The server's process id (for /proc figures).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Child(child) => child.id(),
+            Process::InProcess(_) => panic!("an in-process server has no process"),
+        }
     }
 
     pub fn logs(&self) -> Vec<String> {
@@ -238,6 +270,13 @@ impl Server {
         }
     }
 
+    fn child(&mut self) -> &mut Child {
+        match &mut self.process {
+            Process::Child(child) => child,
+            Process::InProcess(_) => panic!("an in-process server has no process"),
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(self) -> std::process::ExitStatus {
         self.sigterm();
@@ -246,7 +285,7 @@ impl Server {
 
     /// Sends SIGTERM without waiting for the process to exit.
     pub fn sigterm(&self) {
-        let pid = self.child.id().to_string();
+        let pid = self.pid().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
     }
 
@@ -254,7 +293,7 @@ impl Server {
     pub fn wait_exit(mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child().try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -268,9 +307,35 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Process::Child(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// A key file and a config serving on free loopback ports with the test hosts pinned to
+/// `origin`.
+fn write_config(origin: &Origin) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("imgrelay.key");
+    std::fs::write(&key_file, KEY_HEX).unwrap();
+    // A key file others may read gets a warning; tests keep theirs private, as operators do.
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\
+         [signing]\nkey_file = {key:?}\n\
+         [upstream.resolve]\n{pins}",
+        key = key_file.display().to_string(),
+        pins = origin.pins(HOSTS),
+    );
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, config).unwrap();
+    (dir, config_file)
 }
 
 /// `http://static.1sapp.com/<path>` (pinned to the origin).
@@ -326,35 +391,60 @@ pub fn corpus_pages() -> Vec<CorpusPage> {
         .collect()
 }
 
+/// Every proxied path (`{prefix}/{sig}/{options}/{source}`) in `body` with its request, each
+/// verified with `signer`; panics on one that does not verify. Only occurrences that start an
+/// attribute value (quoted, or after an entity such as `&quot;`), a srcset entry or a CSS/YAML
+/// value count, so upstream paths such as
+/// `/qupost/img/…` do not, and only those of three segments, so local files like `/img/x.gif`
+/// do not.
+pub fn proxied_paths(
+    body: &[u8],
+    prefix: &str,
+    signer: &UrlSigner,
+) -> Vec<(String, imgrelay::urls::ProxyRequest)> {
+    let needle = format!("{prefix}/");
+    memchr::memmem::find_iter(body, needle.as_bytes())
+        .filter(|&at| {
+            at == 0
+                || matches!(
+                    body[at - 1],
+                    b'"' | b'\'' | b' ' | b'(' | b'=' | b'\n' | b';'
+                )
+        })
+        .filter_map(|at| {
+            let rest = &body[at + needle.len()..];
+            let len = rest
+                .iter()
+                .position(|b| {
+                    !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b'/'))
+                })
+                .unwrap_or(rest.len());
+            // A srcset separator may follow the source, which never contains a comma.
+            let path = std::str::from_utf8(&rest[..len])
+                .unwrap()
+                .trim_end_matches(',');
+            (path.split('/').count() >= 3).then_some(path)
+        })
+        .map(|path| {
+            let request = signer
+                .verify_path(path)
+                .unwrap_or_else(|e| panic!("proxied URL {path} does not verify: {e}"));
+            (format!("{prefix}/{path}"), request)
+        })
+        .collect()
+}
+
 impl Server {
-    /// Every proxied image path (`/img/…`) in `body`, each verified with the key; panics on
-    /// one that does not verify. Only occurrences that start an attribute value, a srcset
-    /// entry or a CSS/YAML value count, so upstream paths such as `/qupost/img/…` do not, and
-    /// only those shaped `/img/{sig}/{options}/{source}`, so local files like `/img/x.gif` do not.
+    /// Every proxied image path (`/img/…`) in `body`; see [`proxied_paths`].
     pub fn proxied(&self, body: &[u8]) -> Vec<(String, imgrelay::urls::ProxyRequest)> {
-        let needle = b"/img/";
-        memchr::memmem::find_iter(body, needle)
-            .filter(|&at| at == 0 || matches!(body[at - 1], b'"' | b'\'' | b' ' | b'(' | b'='))
-            .filter_map(|at| {
-                let rest = &body[at + needle.len()..];
-                let len = rest
-                    .iter()
-                    .position(|b| {
-                        !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b'/'))
-                    })
-                    .unwrap_or(rest.len());
-                let path = std::str::from_utf8(&rest[..len])
-                    .unwrap()
-                    .trim_end_matches(',');
-                (path.split('/').count() >= 3).then_some(path)
-            })
-            .map(|path| {
-                let request = self
-                    .signer
-                    .verify_path(path)
-                    .unwrap_or_else(|e| panic!("proxied URL {path} does not verify: {e}"));
-                (format!("/img/{path}"), request)
-            })
-            .collect()
+        proxied_paths(body, "/img", &self.signer)
     }
+}
+
+/// Occurrences of `needle` in `hay`.
+pub fn count(hay: &[u8], needle: &[u8]) -> usize {
+    if needle.is_empty() {
+        return 0;
+    }
+    memchr::memmem::find_iter(hay, needle).count()
 }

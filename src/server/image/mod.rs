@@ -1,6 +1,6 @@
 //! `{prefix}/{sig}/{opts}/{src}`: verify, variant cache, source cache, fetch, transform, respond.
 
-pub mod pool;
+pub(crate) mod pool;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use pool::{Gate, WorkPool};
 
 /// One encoded result, shared by the cache and every response that serves it.
 #[derive(Debug)]
-pub struct Variant {
+pub(crate) struct Variant {
     pub bytes: Bytes,
     pub mime: &'static str,
     pub etag: HeaderValue,
@@ -86,7 +86,7 @@ pub struct ImageSettings {
     pub cache_control: HeaderValue,
 }
 
-pub struct ImageRoute {
+pub(crate) struct ImageRoute {
     signer: UrlSigner,
     variants: Cache<VariantKey, Arc<Variant>, RouteError>,
     /// Shared with the work tasks, which outlive the request that started them.
@@ -106,7 +106,7 @@ struct Work {
 }
 
 impl ImageRoute {
-    pub fn new(
+    pub(crate) fn new(
         settings: &ImageSettings,
         fetcher: Fetcher,
         signer: UrlSigner,
@@ -138,7 +138,7 @@ impl ImageRoute {
     }
 
     /// Answers one request; `path` is the request path after the prefix and its slash.
-    pub async fn respond(
+    pub(crate) async fn respond(
         &self,
         method: &Method,
         headers: &HeaderMap,
@@ -266,7 +266,7 @@ impl ImageRoute {
         response
     }
 
-    pub fn caches(&self) -> [CacheView<'_>; 2] {
+    pub(crate) fn caches(&self) -> [CacheView<'_>; 2] {
         let sources = &self.work.sources;
         [
             CacheView {
@@ -285,7 +285,7 @@ impl ImageRoute {
     }
 
     /// How full the transform pool and the fetch gate are.
-    pub fn load(&self) -> (StageLoad, StageLoad) {
+    pub(crate) fn load(&self) -> (StageLoad, StageLoad) {
         (
             StageLoad {
                 queued: self.work.pool.queued(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PoolError {
+pub(crate) enum PoolError {
     #[error("work queue is full")]
     Full,
     /// The job panicked (or the runtime is going away): it ended without a result.
@@ -16,7 +16,7 @@ pub enum PoolError {
 }
 
 /// At most `size` holders at once; at most `queue` more wait for a place.
-pub struct Gate {
+pub(crate) struct Gate {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     queue: usize,
@@ -33,7 +33,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Gate {
-    pub fn new(size: usize, queue: usize) -> Gate {
+    pub(crate) fn new(size: usize, queue: usize) -> Gate {
         let size = size.max(1);
         Gate {
             permits: Arc::new(Semaphore::new(size)),
@@ -44,18 +44,18 @@ impl Gate {
     }
 
     /// Waiting now.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }
 
     /// Inside now.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.size - self.permits.available_permits()
     }
 
     /// A place, held until the permit is dropped; [`PoolError::Full`] at once when the
     /// queue is full.
-    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+    pub(crate) async fn enter(&self) -> Result<OwnedSemaphorePermit, PoolError> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -78,29 +78,29 @@ impl Gate {
 }
 
 /// At most `workers` jobs run at once on blocking threads; at most `queue` more wait.
-pub struct WorkPool {
+pub(crate) struct WorkPool {
     gate: Gate,
 }
 
 impl WorkPool {
-    pub fn new(workers: usize, queue: usize) -> WorkPool {
+    pub(crate) fn new(workers: usize, queue: usize) -> WorkPool {
         WorkPool {
             gate: Gate::new(workers, queue),
         }
     }
 
     /// Jobs waiting for a worker now.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.gate.queued()
     }
 
     /// Jobs running now.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.gate.running()
     }
 
     /// Runs `job` on a worker, or fails at once with [`PoolError::Full`] when the queue is full.
-    pub async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
+    pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,

@@ -20,7 +20,7 @@ use crate::server::body::{BoxError, SourceBody};
 const PIECE: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(crate) enum Coding {
     Identity,
     Gzip,
     /// HTTP's "deflate" is the zlib format (RFC 9110 §8.4.1.2).
@@ -30,7 +30,7 @@ pub enum Coding {
 impl Coding {
     /// The coding of a response; `None` for one that cannot be undone here (several codings,
     /// br, zstd …).
-    pub fn of(headers: &HeaderMap) -> Option<Coding> {
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Coding> {
         let mut values = headers.get_all(CONTENT_ENCODING).iter();
         let Some(value) = values.next() else {
             return Some(Coding::Identity);
@@ -53,7 +53,7 @@ impl Coding {
 }
 
 /// `body` with `coding` undone. A corrupt stream ends the body with an error.
-pub fn decoded<B>(body: B, coding: Coding) -> SourceBody
+pub(crate) fn decoded<B>(body: B, coding: Coding) -> SourceBody
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,

@@ -4,9 +4,9 @@
 //! The origin is configured by the operator, so there is no address guard here; redirects are
 //! handed to the client as they are.
 
-pub mod content_coding;
-pub mod rewrite_route;
-pub mod stream;
+pub(crate) mod content_coding;
+pub(crate) mod rewrite_route;
+pub(crate) mod stream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-pub struct PageProxy {
+pub(crate) struct PageProxy {
     /// Scheme and authority of the origin.
     base: Uri,
     /// The origin URL's path without its trailing slash, prepended to every request path.
@@ -59,7 +59,7 @@ pub struct OriginSettings {
 }
 
 impl PageProxy {
-    pub fn new(
+    pub(crate) fn new(
         settings: &OriginSettings,
         ctx: Arc<RewriteContext>,
         metrics: Arc<Metrics>,
@@ -82,7 +82,7 @@ impl PageProxy {
 
     /// One request, in the phases of a proxy: the request to the origin, its answer, the
     /// response head for the client, then the body.
-    pub async fn respond<B>(&self, req: Request<B>) -> Result<Response<Body>, RouteError>
+    pub(crate) async fn respond<B>(&self, req: Request<B>) -> Result<Response<Body>, RouteError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -207,7 +207,7 @@ impl PageProxy {
 
 /// The client's request body on its way to the origin; the sender it holds is dropped once the
 /// body has all been sent, which wakes the receiver.
-pub type Upload = Holding<SourceBody, oneshot::Sender<()>>;
+pub(crate) type Upload = Holding<SourceBody, oneshot::Sender<()>>;
 
 /// The response head for the client: hop-by-hop headers gone and, when the body will be
 /// rewritten, the validators and length that no longer describe it.
@@ -250,7 +250,7 @@ fn forwarded_headers(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

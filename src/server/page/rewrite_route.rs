@@ -17,7 +17,7 @@ use crate::server::error::RouteError;
 use crate::server::metrics::Metrics;
 use crate::server::respond;
 
-pub fn respond<B>(
+pub(crate) fn respond<B>(
     req: Request<B>,
     ctx: &Arc<RewriteContext>,
     metrics: &Arc<Metrics>,

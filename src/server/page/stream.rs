@@ -45,7 +45,7 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// How a pumped body is rewritten.
-pub struct RewriteJob {
+pub(crate) struct RewriteJob {
     pub ctx: Arc<RewriteContext>,
     pub kind: DocKind,
     /// The transport's charset (`Content-Type` parameter), if any.
@@ -54,7 +54,7 @@ pub struct RewriteJob {
 
 /// Why a source body stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error("no data for {0:?}")]
     Idle(Duration),
     /// The client sent its body too slowly (see [`super::client_body`]).
@@ -65,7 +65,7 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             SourceError::Idle(_) | SourceError::TooSlow(_) => "body_timeout",
             SourceError::Failed(_) => "body",
@@ -74,7 +74,7 @@ impl SourceError {
 }
 
 /// Options of one pump.
-pub struct Pump {
+pub(crate) struct Pump {
     pub rewrite: Option<RewriteJob>,
     /// Longest wait for the next source chunk.
     pub idle: Duration,
@@ -84,7 +84,7 @@ pub struct Pump {
 }
 
 /// Starts pumping `source` and returns the client's body.
-pub fn spawn(source: SourceBody, pump: Pump) -> Body {
+pub(crate) fn spawn(source: SourceBody, pump: Pump) -> Body {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     tokio::spawn(run(source, pump, tx));
     ChannelBody { rx }.boxed()

@@ -1,17 +1,16 @@
-//! Shared helpers for the CLI tests: a temporary key and config, running the binary, and
-//! checking proxied URLs in its output.
-#![allow(dead_code)]
+//! The CLI tests' side of the harness: a temporary key and config, running the binary, and
+//! the proxied URLs in its output.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use imgrelay::signing::{Key, KeyRing};
 use imgrelay::urls::{ProxyRequest, UrlSigner};
+
+use super::{key_ring, proxied_paths, KEY_HEX};
 
 /// A prefix that occurs nowhere in the corpus, so every occurrence in output is ours.
 pub const PREFIX: &str = "/p9x";
-pub const KEY_HEX: &str = "5e1f0c2a9b3d4e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -40,12 +39,6 @@ pub fn env_with(extra_rewrite: &str, extra_sections: &str) -> Env {
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imgrelay"))
-}
-
-pub fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(path)
 }
 
 /// Runs `imgrelay ARGS` with `stdin` as input.
@@ -82,39 +75,13 @@ pub fn rewrite(env: &Env, input: &[u8]) -> Vec<u8> {
 }
 
 pub fn signer() -> UrlSigner {
-    UrlSigner::new(
-        KeyRing::new(Key::from_hex(KEY_HEX).unwrap(), vec![]),
-        PREFIX,
-    )
+    UrlSigner::new(key_ring(), PREFIX)
 }
 
 /// Every proxied URL in `output`, verified with the key; panics on a bad one.
 pub fn proxied(output: &[u8]) -> Vec<ProxyRequest> {
-    let signer = signer();
-    let needle = format!("{PREFIX}/");
-    memchr::memmem::find_iter(output, needle.as_bytes())
-        .map(|at| {
-            let rest = &output[at + needle.len()..];
-            let len = rest
-                .iter()
-                .position(|b| {
-                    !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b'/'))
-                })
-                .unwrap_or(rest.len());
-            // A srcset separator may follow the source, which never contains a comma.
-            let path = std::str::from_utf8(&rest[..len])
-                .unwrap()
-                .trim_end_matches(',');
-            signer
-                .verify_path(path)
-                .unwrap_or_else(|e| panic!("proxied URL {path} does not verify: {e}"))
-        })
+    proxied_paths(output, PREFIX, &signer())
+        .into_iter()
+        .map(|(_, request)| request)
         .collect()
-}
-
-pub fn count(hay: &[u8], needle: &[u8]) -> usize {
-    if needle.is_empty() {
-        return 0;
-    }
-    memchr::memmem::find_iter(hay, needle).count()
 }
