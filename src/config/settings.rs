@@ -18,7 +18,7 @@ use crate::fetch::FetchSettings;
 use crate::hosts::HostSet;
 use crate::pipeline::{Format, Limits};
 use crate::rewrite::wrappers::{Wrapper, WrapperSet};
-use crate::rewrite::{Policy, RewriteSettings};
+use crate::rewrite::{ImgAdditions, Policy, RewriteSettings};
 use crate::secret_file;
 use crate::server::client_body::BodyPace;
 use crate::server::connections::ConnLimits;
@@ -100,6 +100,15 @@ impl Problems {
         }
     }
 
+    /// Every `(key, value)` greater than 0, or `None` once each one that is not is recorded.
+    fn all_positive<const N: usize>(&mut self, values: [(&str, u64); N]) -> Option<[u64; N]> {
+        let checked = values.map(|(key, value)| self.positive(key, value));
+        checked
+            .iter()
+            .all(Option::is_some)
+            .then(|| checked.map(Option::unwrap_or_default))
+    }
+
     fn secs(&mut self, key: &str, value: u64) -> Option<Duration> {
         self.positive(key, value).map(Duration::from_secs)
     }
@@ -116,6 +125,13 @@ impl Problems {
                 None
             }
         }
+    }
+
+    fn url(&mut self, key: &str, value: &str) -> Option<url::Url> {
+        self.take(
+            key,
+            url::Url::parse(value).map_err(|e| format!("not a URL: {e}")),
+        )
     }
 
     fn hosts(&mut self, key: &str, patterns: &[String]) -> Option<HostSet> {
@@ -237,10 +253,7 @@ fn route_prefix(c: &ServerConfig, p: &mut Problems) -> Option<String> {
     const KEY: &str = "server.public_prefix";
     let prefix = &c.public_prefix;
     if prefix.contains("://") {
-        let url = p.take(
-            KEY,
-            url::Url::parse(prefix).map_err(|e| format!("not a URL: {e}")),
-        )?;
+        let url = p.url(KEY, prefix)?;
         if !matches!(url.scheme(), "http" | "https") {
             p.fail(KEY, "must be http(s) or a path");
             return None;
@@ -266,10 +279,7 @@ fn absolute_base(c: &ServerConfig, p: &mut Problems) -> Option<Option<String>> {
     if c.public_base_url.is_empty() {
         return Some(None);
     }
-    let url = p.take(
-        KEY,
-        url::Url::parse(&c.public_base_url).map_err(|e| format!("not a URL: {e}")),
-    )?;
+    let url = p.url(KEY, &c.public_base_url)?;
     if !matches!(url.scheme(), "http" | "https") {
         p.fail(KEY, "must be an http(s) URL");
         return None;
@@ -280,16 +290,20 @@ fn absolute_base(c: &ServerConfig, p: &mut Problems) -> Option<Option<String>> {
 
 fn connections(c: &ServerConfig, p: &mut Problems) -> Option<ConnLimits> {
     let max_connections = p.positive("server.max_connections", c.max_connections);
-    let header_timeout = p.secs("server.header_timeout_s", c.header_timeout_s);
-    let keepalive_timeout = p.secs("server.keepalive_timeout_s", c.keepalive_timeout_s);
-    let send_timeout = p.secs("server.send_timeout_s", c.send_timeout_s);
-    let http2_ping_interval = p.secs("server.http2_ping_interval_s", c.http2_ping_interval_s);
+    let timeouts = p.all_positive([
+        ("server.header_timeout_s", c.header_timeout_s),
+        ("server.keepalive_timeout_s", c.keepalive_timeout_s),
+        ("server.send_timeout_s", c.send_timeout_s),
+        ("server.http2_ping_interval_s", c.http2_ping_interval_s),
+    ]);
+    let [header_timeout, keepalive_timeout, send_timeout, http2_ping_interval] =
+        timeouts?.map(Duration::from_secs);
     Some(ConnLimits {
         max_connections: max_connections?,
-        header_timeout: header_timeout?,
-        keepalive_timeout: keepalive_timeout?,
-        send_timeout: send_timeout?,
-        http2_ping_interval: http2_ping_interval?,
+        header_timeout,
+        keepalive_timeout,
+        send_timeout,
+        http2_ping_interval,
     })
 }
 
@@ -386,18 +400,12 @@ fn image(c: &Config, p: &mut Problems) -> Option<ImageSettings> {
         p.fail("image.quality", "must be 1..=100");
         None
     };
-    let limits = (|| {
-        let max_src_pixels = p.positive("image.max_src_pixels", i.max_src_pixels);
-        let max_output_pixels = p.positive("image.max_output_pixels", i.max_output_pixels);
-        let max_animation_pixels = p.positive("image.max_animation_pixels", i.max_animation_pixels);
-        let max_jpeg_scans = p.positive("image.max_jpeg_scans", i.max_jpeg_scans);
-        Some(Limits {
-            max_src_pixels: max_src_pixels?,
-            max_output_pixels: max_output_pixels?,
-            max_animation_pixels: max_animation_pixels?,
-            max_jpeg_scans: max_jpeg_scans?,
-        })
-    })();
+    let pixels = p.all_positive([
+        ("image.max_src_pixels", i.max_src_pixels),
+        ("image.max_output_pixels", i.max_output_pixels),
+        ("image.max_animation_pixels", i.max_animation_pixels),
+    ]);
+    let max_jpeg_scans = p.positive("image.max_jpeg_scans", i.max_jpeg_scans);
     let queue = p.positive("image.queue", i.queue);
     let max_fetches = p.positive("upstream.max_fetches", c.upstream.max_fetches);
     let fetch_queue = p.positive("upstream.fetch_queue", c.upstream.fetch_queue);
@@ -407,7 +415,15 @@ fn image(c: &Config, p: &mut Problems) -> Option<ImageSettings> {
         transform: TransformSettings {
             preference: preference?,
             quality: quality?,
-            limits: limits?,
+            limits: {
+                let [max_src_pixels, max_output_pixels, max_animation_pixels] = pixels?;
+                Limits {
+                    max_src_pixels,
+                    max_output_pixels,
+                    max_animation_pixels,
+                    max_jpeg_scans: max_jpeg_scans?,
+                }
+            },
             allow_svg: i.allow_svg,
         },
         workers: workers(i),
@@ -456,10 +472,7 @@ fn origin(c: &Config, p: &mut Problems) -> Option<Option<OriginSettings>> {
     if o.url.is_empty() {
         return Some(None);
     }
-    let url = p.take(
-        KEY,
-        url::Url::parse(&o.url).map_err(|e| format!("not a URL: {e}")),
-    )?;
+    let url = p.url(KEY, &o.url)?;
     if url.scheme() != "http" || url.host_str().is_none() {
         p.fail(KEY, "must be an http:// URL with a host");
         return None;
@@ -480,10 +493,7 @@ fn rewrite(c: &RewriteConfig, p: &mut Problems) -> Option<RewriteSettings> {
         .enumerate()
         .map(|(i, w)| {
             let key = format!("rewrite.wrappers[{i}].prefix");
-            let url = p.take(
-                &key,
-                url::Url::parse(&w.prefix).map_err(|e| format!("not a URL: {e}")),
-            )?;
+            let url = p.url(&key, &w.prefix)?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 p.fail(&key, "must be an http(s) URL with a host");
                 return None;
@@ -521,10 +531,12 @@ fn rewrite(c: &RewriteConfig, p: &mut Problems) -> Option<RewriteSettings> {
         policy: Policy {
             max_width: max_width?,
             srcset_widths: srcset_widths?,
-            dimensions: c.dimensions,
-            lazy: c.lazy,
-            fetchpriority: c.fetchpriority,
-            canonical_attr: c.canonical_attr,
+            img: ImgAdditions {
+                dimensions: c.dimensions,
+                lazy: c.lazy,
+                fetchpriority: c.fetchpriority,
+                canonical_attr: c.canonical_attr,
+            },
             front_matter_keys: c.front_matter_keys.clone(),
             max_memory_kb: max_memory_kb?,
         },

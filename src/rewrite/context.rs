@@ -27,13 +27,24 @@ pub struct Policy {
     pub max_width: u32,
     /// Strictly increasing, each at least 1.
     pub srcset_widths: Vec<u32>,
+    pub img: ImgAdditions,
+    /// Front-matter keys whose values are image URLs.
+    pub front_matter_keys: Vec<String>,
+    /// What one document may hold in memory before it is passed through unchanged.
+    pub max_memory_kb: usize,
+}
+
+/// What a rewritten `<img>` gains besides its URLs, where it does not say already.
+#[derive(Debug, Clone, Copy)]
+pub struct ImgAdditions {
+    /// `width`/`height` from the size hint, so the layout does not shift.
     pub dimensions: bool,
+    /// `loading="lazy"` and `decoding="async"` on all but the first image.
     pub lazy: bool,
     /// `fetchpriority="high"` on the first image of a document.
     pub fetchpriority: bool,
+    /// `data-canonical-src` with the original URL.
     pub canonical_attr: bool,
-    pub front_matter_keys: Vec<String>,
-    pub max_memory_kb: usize,
 }
 
 /// `[rewrite]` and the public prefix, parsed once by the config.

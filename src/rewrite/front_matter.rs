@@ -80,7 +80,8 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 
 /// Rewrites the front matter block (from the opening `---` through the closing line).
 pub(crate) fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
-    let keys = st.ctx.policy().front_matter_keys.clone();
+    let ctx = st.ctx.clone();
+    let keys = &ctx.policy().front_matter_keys;
     let mut list_key: Option<(String, usize)> = None;
     let mut pos = 0;
     while pos < block.len() {
@@ -92,7 +93,7 @@ pub(crate) fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
             out.extend_from_slice(line);
             continue;
         };
-        let rewritten = rewrite_line(text, &keys, &mut list_key, st);
+        let rewritten = rewrite_line(text, keys, &mut list_key, st);
         out.extend_from_slice(rewritten.as_bytes());
     }
 }

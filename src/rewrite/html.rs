@@ -88,37 +88,37 @@ pub(crate) fn settings(
     settings
 }
 
-/// Rewrites a single-URL attribute whose raw value is `raw`; returns whether it changed.
-fn url_attr(
-    st: &mut DocState,
-    el: &Element<'_, '_>,
-    attr: &'static str,
-    raw: &str,
-    options: Options,
-    hint: Hint<'_>,
-    absolute: bool,
-) -> bool {
-    let Some(proxied) = st.resolve(|| place(el, attr), raw, Markup::Html, options, hint) else {
-        return false;
-    };
-    let value = if absolute {
-        Cow::Owned(st.ctx.absolute(proxied.to_string()))
-    } else {
-        Cow::Borrowed(&*proxied)
-    };
-    st.edits.set(attr, &value);
-    true
+/// How an attribute holds its image URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    Url,
+    /// A URL that must stay absolute (`og:image` and the like).
+    AbsoluteUrl,
+    /// Candidates of a srcset-like list, each rewritten in place.
+    Srcset,
 }
 
-/// Rewrites the candidates of a srcset-like attribute in place; returns whether any changed.
-fn srcset_attr(
+/// Rewrites the URLs of an attribute whose raw value is `raw`; returns whether it changed.
+fn rewrite_attr(
     st: &mut DocState,
     el: &Element<'_, '_>,
-    attr: &'static str,
+    (attr, holds): (&'static str, Holds),
     raw: &str,
     options: Options,
     hint: Hint<'_>,
 ) -> bool {
+    if holds != Holds::Srcset {
+        let Some(proxied) = st.resolve(|| place(el, attr), raw, Markup::Html, options, hint) else {
+            return false;
+        };
+        if holds == Holds::AbsoluteUrl {
+            let absolute = st.ctx.absolute(proxied.to_string());
+            st.edits.set(attr, &absolute);
+        } else {
+            st.edits.set(attr, &proxied);
+        }
+        return true;
+    }
     let max_width = st.ctx.policy().max_width;
     let mut out = String::new();
     let mut last = 0;
@@ -214,7 +214,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let mut src_rewritten = false;
     for (attr, raw) in IMG_URL_ATTRS.iter().zip(&attrs.urls) {
         let Some(raw) = raw else { continue };
-        if url_attr(st, el, attr, raw, options, hint, false) {
+        if rewrite_attr(st, el, (attr, Holds::Url), raw, options, hint) {
             rewritten = true;
             src_rewritten |= *attr == "src";
             canonical = canonical.or(Some(raw));
@@ -222,14 +222,14 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     }
     for (attr, raw) in SRCSET_ATTRS.iter().zip(&attrs.srcsets) {
         if let Some(raw) = raw {
-            rewritten |= srcset_attr(st, el, attr, raw, options, hint);
+            rewritten |= rewrite_attr(st, el, (attr, Holds::Srcset), raw, options, hint);
         }
     }
     if !rewritten {
         return;
     }
     if let Some((w, h)) = size {
-        if policy.dimensions && !attrs.has_size_attr {
+        if policy.img.dimensions && !attrs.has_size_attr {
             st.edits.set("width", Decimal::new(w).as_str());
             st.edits.set("height", Decimal::new(h).as_str());
         }
@@ -238,10 +238,10 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         }
     }
     if first {
-        if policy.fetchpriority && !attrs.has_fetchpriority {
+        if policy.img.fetchpriority && !attrs.has_fetchpriority {
             st.edits.set("fetchpriority", "high");
         }
-    } else if policy.lazy {
+    } else if policy.img.lazy {
         if !attrs.has_loading {
             st.edits.set("loading", "lazy");
         }
@@ -249,7 +249,8 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
             st.edits.set("decoding", "async");
         }
     }
-    if let Some(original) = canonical.filter(|_| policy.canonical_attr && !attrs.has_canonical) {
+    if let Some(original) = canonical.filter(|_| policy.img.canonical_attr && !attrs.has_canonical)
+    {
         // The raw value is already escaped for an attribute; only quotes get escaped again.
         st.edits.set("data-canonical-src", original);
     }
@@ -318,7 +319,7 @@ fn on_source(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let options = st.ctx.unsized_options();
     for attr in SRCSET_ATTRS {
         if let Some(raw) = tag.get(el, attr) {
-            srcset_attr(st, el, attr, &raw, options, None);
+            rewrite_attr(st, el, (attr, Holds::Srcset), &raw, options, None);
         }
     }
 }
@@ -353,7 +354,7 @@ fn on_a(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let ctx = st.ctx.clone();
     match st.memo.resolve(&ctx, &raw, Markup::Html, options) {
         Outcome::Rewrite { upstream, .. } if is_image_path(url_path(&upstream)) => {
-            url_attr(st, el, "href", &raw, options, None, false);
+            rewrite_attr(st, el, ("href", Holds::Url), &raw, options, None);
         }
         _ => {}
     }
@@ -375,10 +376,10 @@ fn on_link(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     }
     let options = st.ctx.unsized_options();
     if let Some(raw) = tag.get(el, "href") {
-        url_attr(st, el, "href", &raw, options, None, false);
+        rewrite_attr(st, el, ("href", Holds::Url), &raw, options, None);
     }
     if let Some(raw) = tag.get(el, "imagesrcset") {
-        srcset_attr(st, el, "imagesrcset", &raw, options, None);
+        rewrite_attr(st, el, ("imagesrcset", Holds::Srcset), &raw, options, None);
     }
 }
 
@@ -394,7 +395,7 @@ fn on_meta(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         || is("itemprop", &["image"]);
     if let Some(raw) = tag.get(el, "content").filter(|_| image) {
         let options = st.ctx.unsized_options();
-        url_attr(st, el, "content", &raw, options, None, true);
+        rewrite_attr(st, el, ("content", Holds::AbsoluteUrl), &raw, options, None);
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use encoding_rs::Encoding;
 use lol_html::{AsciiCompatibleEncoding, OutputSink};
 
-pub use context::{Decision, Policy, RewriteContext, RewriteSettings};
+pub use context::{Decision, ImgAdditions, Policy, RewriteContext, RewriteSettings};
 pub use report::{Action, Counts, HintReport, RefReport};
 
 use doc_state::DocState;

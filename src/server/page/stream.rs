@@ -4,14 +4,12 @@
 //! forwards what it produced at once: the first rewritten bytes leave before the source ends,
 //! and memory stays bounded by the channel capacity and the rewriter's own cap.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use encoding_rs::Encoding;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
@@ -23,26 +21,6 @@ use crate::sync::lock;
 
 /// Chunks in flight between the pump and the client connection.
 const CHANNEL_CHUNKS: usize = 8;
-
-/// A response body fed by a pump task; an `Err` item aborts the response, so a client never
-/// mistakes a cut document for a complete one.
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|r| r.map(Frame::data)))
-    }
-}
 
 /// How a pumped body is rewritten.
 pub(crate) struct RewriteJob {
@@ -83,11 +61,16 @@ pub(crate) struct Pump {
     pub on_error: fn(&Metrics, &'static str),
 }
 
-/// Starts pumping `source` and returns the client's body.
+/// Starts pumping `source` and returns the client's body, fed by the pump task; an `Err` item
+/// aborts the response, so a client never mistakes a cut document for a complete one.
 pub(crate) fn spawn(source: SourceBody, pump: Pump) -> Body {
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
     tokio::spawn(run(source, pump, tx));
-    ChannelBody { rx }.boxed()
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    });
+    StreamBody::new(frames).boxed()
 }
 
 type Sink = Arc<Mutex<Vec<u8>>>;
