@@ -14,7 +14,7 @@ fn context(max_memory_kb: usize) -> Arc<RewriteContext> {
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut docs = Vec::new();
-    for dir in ["articles/posts", "articles/pages", "seed"] {
+    for dir in ["articles/posts", "articles/pages", "seed", "conformance"] {
         let mut paths: Vec<_> = std::fs::read_dir(common::data(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -23,6 +23,21 @@ fn corpus() -> Vec<Vec<u8>> {
         docs.extend(paths.into_iter().map(|p| std::fs::read(p).unwrap()));
     }
     docs
+}
+
+/// The output of `input` written in pieces cut at `cuts` (increasing, inside the input).
+fn rewrite_cut(ctx: &Arc<RewriteContext>, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, |b: &[u8]| {
+        out.extend_from_slice(b)
+    });
+    let mut from = 0;
+    for &cut in cuts.iter().chain([&input.len()]) {
+        rw.write(&input[from..cut]);
+        from = cut;
+    }
+    rw.end();
+    out
 }
 
 fn rewrite_chunks(ctx: &Arc<RewriteContext>, input: &[u8], sizes: &[usize]) -> Vec<u8> {
@@ -59,6 +74,23 @@ proptest! {
             let whole = rewrite_chunks(&ctx, &doc, &[doc.len().max(1)]);
             let chunked = rewrite_chunks(&ctx, &doc, &sizes);
             prop_assert!(whole == chunked, "chunked output differs (sizes {:?})", sizes);
+        }
+    }
+
+    /// Cuts anywhere in the whole length of every document (`PROPTEST_RNG_SEED=N` replays a
+    /// run).
+    #[test]
+    fn any_split_points_give_the_same_output(
+        picks in proptest::collection::vec(any::<proptest::sample::Index>(), 1..24)
+    ) {
+        let ctx = context(1024);
+        for doc in corpus().into_iter().filter(|d| d.len() > 1) {
+            let mut cuts: Vec<usize> = picks.iter().map(|i| 1 + i.index(doc.len() - 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let whole = rewrite_cut(&ctx, &doc, &[]);
+            let cut = rewrite_cut(&ctx, &doc, &cuts);
+            prop_assert!(whole == cut, "output differs when cut at {:?}", cuts);
         }
     }
 }

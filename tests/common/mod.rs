@@ -4,6 +4,7 @@
 
 pub mod blog;
 pub mod cli;
+pub mod conformance;
 pub mod hostile;
 pub mod origin;
 pub mod serve;
@@ -221,6 +222,34 @@ impl Server {
                 status: parts.status,
                 headers: parts.headers,
                 body,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), fut)
+            .await
+            .expect("reply within 60 s")
+    }
+
+    /// POSTs `body` as `content_type` to `path` on `addr`.
+    pub async fn post_to(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+        let req = Request::post(format!("http://{addr}{path}"))
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let fut = async {
+            let resp = client.request(req).await.expect("request");
+            let (parts, body) = resp.into_parts();
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.collect().await.expect("body").to_bytes(),
             }
         };
         tokio::time::timeout(Duration::from_secs(60), fut)

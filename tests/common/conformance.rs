@@ -1,0 +1,87 @@
+//! Rewriter conformance documents: HTML whose parsing context decides what may be rewritten.
+//! Written to tests/data/conformance/ (`IMGRELAY_REGENERATE=1 cargo test --test
+//! rewrite_conformance` rewrites them) so they can be read and tried in a browser.
+
+/// A wrapped image URL as the posts carry them.
+pub const WRAPPED: &str =
+    "https://cors.zfour.workers.dev/?http://static.1sapp.com/qupost/img/2022/03/25/f226a1.jpeg";
+
+/// One document and what its rewritten form must show.
+pub struct Doc {
+    pub name: &'static str,
+    pub html: String,
+    /// Proxied URLs the output must hold: one for each `<img>` a browser would create.
+    pub proxied: usize,
+    /// Substrings that must come out byte for byte: raw text a browser never parses as markup.
+    pub kept: Vec<String>,
+}
+
+/// Raw-text and RCDATA elements, each holding a wrapped `<img>` as text.
+fn raw_text_payload() -> (String, Vec<String>) {
+    let img = format!("<img src=\"{WRAPPED}\">");
+    let parts = vec![
+        format!("<script>var t='{img}';</script>"),
+        format!("<style>/* {img} */</style>"),
+        format!("<textarea>{img}</textarea>"),
+        format!("<title>{img}</title>"),
+        format!("<xmp>{img}</xmp>"),
+        format!("<iframe>{img}</iframe>"),
+        format!("<noembed>{img}</noembed>"),
+        format!("<noframes>{img}</noframes>"),
+        format!("<noscript>{img}</noscript>"),
+    ];
+    (parts.concat(), parts)
+}
+
+/// After `trigger`, the parser is in HTML content again: the payload's elements are raw text,
+/// and an `<img>` after them is a real image.
+fn after(name: &'static str, trigger: &str) -> Doc {
+    let (payload, kept) = raw_text_payload();
+    Doc {
+        name,
+        html: format!(
+            "<!doctype html><html><body>\n{trigger}{payload}<img src=\"{WRAPPED}\">\n</body></html>\n"
+        ),
+        proxied: 1,
+        kept,
+    }
+}
+
+pub fn documents() -> Vec<Doc> {
+    let img = format!("<img src=\"{WRAPPED}\">");
+    vec![
+        after(
+            "foreign-title-in-foreignobject.html",
+            "<svg><foreignObject><title>t</title>",
+        ),
+        after("foreign-desc-in-desc.html", "<svg><desc><desc>x</desc>"),
+        after("foreign-mi-in-mi.html", "<math><mi><mi>t</mi>"),
+        after("foreign-div-in-svg-title.html", "<svg><title><div></title>"),
+        after("foreign-unclosed-svg-in-div.html", "<div><svg></div>"),
+        after("foreign-self-closing-svg.html", "<p><svg/>"),
+        after(
+            "foreign-svg-closed-by-p-end-tag.html",
+            "<svg><g><circle r=\"1\"/></p>",
+        ),
+        // The inverse: properly closed foreign content leaves HTML as it was.
+        Doc {
+            name: "foreign-closed-then-img.html",
+            html: format!(
+                "<!doctype html><p><svg viewBox=\"0 0 1 1\"><title>icon</title><circle r=\"1\"/>\
+                 </svg>{img}</p><math><mi>x</mi></math>{img}\
+                 <svg><foreignObject><p>{img}</p></foreignObject></svg>{img}\n"
+            ),
+            proxied: 4,
+            kept: vec![],
+        },
+        // Inside SVG, CDATA is text: nothing in it is an element.
+        Doc {
+            name: "foreign-cdata-in-svg.html",
+            html: format!(
+                "<svg><script><![CDATA[ if (a > b) {{ t = '{img}'; }} ]]></script></svg>{img}\n"
+            ),
+            proxied: 1,
+            kept: vec![format!("<![CDATA[ if (a > b) {{ t = '{img}'; }} ]]>")],
+        },
+    ]
+}
