@@ -22,11 +22,16 @@ pub enum UrlError {
     Options(#[from] OptionsError),
     #[error("bad source URL: {0}")]
     BadSource(String),
+    #[error("bad source URL: not absolute (http:// or https://)")]
+    RelativeSource,
 }
 
 /// Parses and checks an upstream URL: absolute http(s) with a host and no credentials.
 pub fn parse_source(s: &str) -> Result<Url, UrlError> {
-    let url = Url::parse(s).map_err(|e| UrlError::BadSource(e.to_string()))?;
+    let url = Url::parse(s).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => UrlError::RelativeSource,
+        e => UrlError::BadSource(e.to_string()),
+    })?;
     check_source(&url)?;
     Ok(url)
 }

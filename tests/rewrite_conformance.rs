@@ -33,13 +33,21 @@ fn generated_documents_match_their_generator() {
     }
 }
 
-/// What is wrong with `doc`'s output, if anything.
-fn check(doc: &Doc, output: &str, proxied: usize) -> Vec<String> {
+/// What is wrong with `doc`'s output, if anything, given the sources of its proxied URLs.
+fn check(doc: &Doc, output: &str, sources: &[String]) -> Vec<String> {
     let mut wrong = Vec::new();
-    if proxied != doc.proxied {
+    if sources.len() != doc.proxied {
         wrong.push(format!(
-            "{}: {proxied} proxied URLs, expected {}",
-            doc.name, doc.proxied
+            "{}: {} proxied URLs, expected {}",
+            doc.name,
+            sources.len(),
+            doc.proxied
+        ));
+    }
+    if !doc.sources.is_empty() && sources != doc.sources {
+        wrong.push(format!(
+            "{}: sources {sources:?}, expected {:?}",
+            doc.name, doc.sources
         ));
     }
     for kept in doc.kept.iter().filter(|k| !output.contains(k.as_str())) {
@@ -56,7 +64,11 @@ fn foreign_content_is_parsed_as_browsers_do_through_the_cli() {
         let input = std::fs::read(dir().join(doc.name)).unwrap();
         let out = cli::rewrite(&env, &input);
         let text = String::from_utf8(out.clone()).unwrap();
-        wrong.extend(check(&doc, &text, cli::proxied(&out).len()));
+        let sources: Vec<String> = cli::proxied(&out)
+            .into_iter()
+            .map(|r| r.source.to_string())
+            .collect();
+        wrong.extend(check(&doc, &text, &sources));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
@@ -73,7 +85,46 @@ async fn foreign_content_is_parsed_as_browsers_do_through_the_endpoint() {
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", doc.name);
         let out = String::from_utf8(reply.body.to_vec()).unwrap();
-        wrong.extend(check(&doc, &out, server.proxied(&reply.body).len()));
+        let sources: Vec<String> = server
+            .proxied(&reply.body)
+            .into_iter()
+            .map(|(_, r)| r.source.to_string())
+            .collect();
+        wrong.extend(check(&doc, &out, &sources));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn an_unusable_wrapped_url_is_reported_with_what_to_fix() {
+    let env = cli::env("");
+    let report = env.dir.path().join("report.jsonl");
+    let out = cli::run(
+        &[
+            "rewrite",
+            "--config",
+            env.config.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            dir().join("wrapper-forms.html").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let skipped: Vec<_> = lines.iter().filter(|l| l["action"] == "skipped").collect();
+    assert_eq!(skipped.len(), 1, "{lines:?}");
+    let reason = skipped[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("\"images/e.jpeg\" is not absolute"),
+        "{reason}"
+    );
 }

@@ -130,6 +130,9 @@ pub struct WrapperConfig {
     pub prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
+    /// How the inner URL after the prefix is decoded: "auto" (the default), "percent" or "raw".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -150,16 +153,18 @@ pub struct RewriteConfig {
 
 impl Default for RewriteConfig {
     fn default() -> Self {
-        let wrapper = |prefix: &str, param: Option<&str>| WrapperConfig {
+        let wrapper = |prefix: &str, param: Option<&str>, decode: Option<&str>| WrapperConfig {
             prefix: prefix.into(),
             param: param.map(Into::into),
+            decode: decode.map(Into::into),
         };
         Self {
             wrappers: vec![
-                wrapper("https://cors.zfour.workers.dev/?", None),
-                wrapper("https://api.allorigins.win/raw", Some("url")),
-                wrapper("https://corsproxy.io/?", None),
-                wrapper("https://cors-anywhere.herokuapp.com/", None),
+                wrapper("https://cors.zfour.workers.dev/?", None, None),
+                wrapper("https://api.allorigins.win/raw", Some("url"), None),
+                wrapper("https://corsproxy.io/", Some("url"), None),
+                wrapper("https://corsproxy.io/?", None, Some("percent")),
+                wrapper("https://cors-anywhere.herokuapp.com/", None, None),
             ],
             direct_hosts: Vec::new(),
             max_width: 1280,

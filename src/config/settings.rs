@@ -17,7 +17,7 @@ use super::{Config, ConfigError, ImageConfig, RewriteConfig, ServerConfig, Upstr
 use crate::fetch::FetchSettings;
 use crate::hosts::HostSet;
 use crate::pipeline::{Format, Limits};
-use crate::rewrite::wrappers::{Wrapper, WrapperSet};
+use crate::rewrite::wrappers::{InnerDecoding, Wrapper, WrapperSet};
 use crate::rewrite::{ImgAdditions, Policy, RewriteSettings};
 use crate::secret_file;
 use crate::server::client_body::BodyPace;
@@ -502,7 +502,11 @@ fn rewrite(c: &RewriteConfig, p: &mut Problems) -> Option<RewriteSettings> {
                 p.fail(format!("rewrite.wrappers[{i}].param"), "empty");
                 return None;
             }
-            p.take(&key, Wrapper::new(&w.prefix, w.param.as_deref()))
+            let decoding = match w.decode.as_deref() {
+                None => InnerDecoding::Auto,
+                Some(d) => p.take(&format!("rewrite.wrappers[{i}].decode"), d.parse())?,
+            };
+            p.take(&key, Wrapper::new(&w.prefix, w.param.as_deref(), decoding))
         })
         .collect();
     let direct_hosts = p.hosts("rewrite.direct_hosts", &c.direct_hosts);

@@ -11,7 +11,7 @@ use url::Url;
 use super::wrappers::WrapperSet;
 use crate::hosts::HostSet;
 use crate::signing::KeyRing;
-use crate::urls::{parse_source, Options, UrlSigner};
+use crate::urls::{parse_source, Options, UrlError, UrlSigner};
 
 /// What to do with one URL found in a rewritable place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,13 +92,10 @@ impl RewriteContext {
     /// Decides about one URL after markup decoding (entities, YAML quoting).
     pub fn decide(&self, value: &str) -> Decision {
         let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
-        if let Some(inner) = self.wrappers.unwrap(value) {
-            return match inner {
-                Ok(inner) => match upstream(&inner) {
-                    Ok(url) => Decision::Rewrite(url),
-                    Err(reason) => Decision::Skip(reason),
-                },
-                Err(e) => Decision::Skip(e.reason().to_string()),
+        if let Some(unwrapped) = self.unwrap(value) {
+            return match unwrapped {
+                Ok(url) => Decision::Rewrite(url),
+                Err(reason) => Decision::Skip(reason),
             };
         }
         if value.is_empty() {
@@ -125,6 +122,41 @@ impl RewriteContext {
             }
         }
         Decision::Keep("not wrapped")
+    }
+
+    /// The upstream a wrapped URL points at, through nested wrappers to the end; `None` when
+    /// `value` is not wrapped.
+    fn unwrap(&self, value: &str) -> Option<Result<Url, String>> {
+        let mut url = self.unwrap_once(value)?;
+        // Deeper than any real chain: what is left is proxied as it stands.
+        for _ in 0..MAX_NESTED_WRAPPERS {
+            let inner = match &url {
+                Ok(outer) => self.unwrap_once(outer.as_str()),
+                Err(_) => None,
+            };
+            match inner {
+                Some(inner) => url = inner,
+                None => break,
+            }
+        }
+        Some(url)
+    }
+
+    /// The first usable inner URL among the wrappers `value` matches, else the first reason.
+    fn unwrap_once(&self, value: &str) -> Option<Result<Url, String>> {
+        let mut first_reason = None;
+        for (wrapper, inner) in self.wrappers.candidates(value) {
+            match inner
+                .map_err(|e| e.reason(wrapper))
+                .and_then(|i| upstream(&i))
+            {
+                Ok(url) => return Some(Ok(url)),
+                Err(reason) => {
+                    first_reason.get_or_insert(reason);
+                }
+            }
+        }
+        first_reason.map(Err)
     }
 
     /// The upstream for a URL given on its own (`imgrelay sign`): wrapped URLs are unwrapped,
@@ -155,6 +187,9 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
+/// Wrappers inside wrappers followed at most.
+const MAX_NESTED_WRAPPERS: usize = 4;
+
 /// The absolute upstream URL for an inner URL; protocol-relative URLs get `https:`.
 fn upstream(inner: &str) -> Result<Url, String> {
     let inner = inner.trim_matches(|c: char| c.is_ascii_whitespace());
@@ -163,7 +198,16 @@ fn upstream(inner: &str) -> Result<Url, String> {
     } else {
         parse_source(inner)
     };
-    parsed.map_err(|e| format!("inner URL unusable: {e}"))
+    parsed.map_err(|e| {
+        let shown: String = inner.chars().take(80).collect();
+        match e {
+            UrlError::RelativeSource => format!(
+                "the wrapped URL {shown:?} is not absolute; only http:// and https:// images \
+                 can be proxied"
+            ),
+            e => format!("the wrapped URL {shown:?} cannot be proxied: {e}"),
+        }
+    })
 }
 
 /// How a memoised value was written: the same text means different URLs in HTML (entities)

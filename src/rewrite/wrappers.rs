@@ -4,6 +4,31 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
+/// How a wrapper carries the inner URL after its prefix (the `param` form is always
+/// percent-decoded once, as any query value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InnerDecoding {
+    /// Percent-decoded once only when the inner URL itself is encoded (`http%3A…`), so a raw
+    /// inner URL keeps its own `%XX` escapes.
+    Auto,
+    /// Always percent-decoded once (corsproxy.io: `?http://h/a.jpg%3Fx%3D1` is `a.jpg?x=1`).
+    Percent,
+    /// Taken as it stands.
+    Raw,
+}
+
+impl std::str::FromStr for InnerDecoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<InnerDecoding, String> {
+        match s {
+            "auto" => Ok(InnerDecoding::Auto),
+            "percent" => Ok(InnerDecoding::Percent),
+            "raw" => Ok(InnerDecoding::Raw),
+            _ => Err(format!("{s:?} is not auto, percent or raw")),
+        }
+    }
+}
+
 /// One configured wrapper, split once so matching a candidate allocates nothing.
 #[derive(Debug, Clone)]
 pub struct Wrapper {
@@ -14,6 +39,9 @@ pub struct Wrapper {
     /// Everything after the authority (`/?`, `/raw`, `/`), compared case-sensitively.
     rest: String,
     param: Option<String>,
+    decoding: InnerDecoding,
+    /// As configured, for messages.
+    prefix: String,
 }
 
 /// Why a wrapped URL cannot be used.
@@ -25,11 +53,19 @@ pub enum UnwrapError {
 }
 
 impl UnwrapError {
-    pub fn reason(&self) -> &'static str {
+    /// What to fix, naming the wrapper.
+    pub fn reason(&self, wrapper: &Wrapper) -> String {
         match self {
-            UnwrapError::MissingParam => "wrapper URL lacks its url parameter",
-            UnwrapError::NotUtf8 => "inner URL is not UTF-8 after percent-decoding",
-            UnwrapError::Empty => "wrapper URL has an empty inner URL",
+            UnwrapError::MissingParam => format!(
+                "{} carries the image URL in its ?{}= parameter, which is missing",
+                wrapper.prefix,
+                wrapper.param.as_deref().unwrap_or("url")
+            ),
+            UnwrapError::NotUtf8 => format!(
+                "the URL inside {} is not UTF-8 once percent-decoded",
+                wrapper.prefix
+            ),
+            UnwrapError::Empty => format!("no image URL follows {}", wrapper.prefix),
         }
     }
 }
@@ -79,7 +115,11 @@ fn split_host_port<'a>(authority: &'a str, scheme: &str) -> Option<(&'a str, u16
 impl Wrapper {
     /// One wrapper from its prefix (an absolute http(s) URL) and the query parameter that
     /// carries the inner URL, if any.
-    pub fn new(prefix: &str, param: Option<&str>) -> Result<Wrapper, String> {
+    pub fn new(
+        prefix: &str,
+        param: Option<&str>,
+        decoding: InnerDecoding,
+    ) -> Result<Wrapper, String> {
         let (scheme, authority, rest) =
             split_authority(prefix).ok_or_else(|| "not an absolute URL".to_string())?;
         let (host, port) =
@@ -94,6 +134,8 @@ impl Wrapper {
                 rest.into()
             },
             param: param.map(str::to_string),
+            decoding,
+            prefix: prefix.to_string(),
         })
     }
 }
@@ -103,26 +145,51 @@ impl WrapperSet {
         WrapperSet(wrappers)
     }
 
-    /// The inner URL of `url` when it starts with a wrapper prefix, decoded per the wrapper's
-    /// style; `None` when `url` is not wrapped.
-    pub fn unwrap<'a>(&self, url: &'a str) -> Option<Result<Cow<'a, str>, UnwrapError>> {
-        let (scheme, authority, rest) = split_authority(url)?;
-        let (host, port) = split_host_port(authority, scheme)?;
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let w = self.0.iter().find(|w| {
-            w.scheme.eq_ignore_ascii_case(scheme)
+    /// The inner URL of `url` under each wrapper whose prefix it starts with, in the
+    /// configured order, decoded per the wrapper's style; empty when `url` is not wrapped.
+    pub fn candidates<'s, 'a>(
+        &'s self,
+        url: &'a str,
+    ) -> impl Iterator<Item = (&'s Wrapper, Result<Cow<'a, str>, UnwrapError>)> + use<'s, 'a> {
+        let parts = split_authority(url).and_then(|(scheme, authority, rest)| {
+            let (host, port) = split_host_port(authority, scheme)?;
+            Some((scheme, host.strip_suffix('.').unwrap_or(host), port, rest))
+        });
+        self.0.iter().filter_map(move |w| {
+            let (scheme, host, port, rest) = parts?;
+            let matches = w.scheme.eq_ignore_ascii_case(scheme)
                 && w.host.eq_ignore_ascii_case(host)
                 && w.port == port
                 && rest.starts_with(w.rest.as_str())
                 && (w.param.is_none()
-                    || matches!(rest.as_bytes().get(w.rest.len()), None | Some(b'?')))
-        })?;
-        let after = &rest[w.rest.len()..];
-        Some(match &w.param {
-            Some(param) => param_value(after, param),
-            None => decode_if_encoded(after),
+                    || matches!(rest.as_bytes().get(w.rest.len()), None | Some(b'?')));
+            if !matches {
+                return None;
+            }
+            let after = &rest[w.rest.len()..];
+            let inner = match (&w.param, w.decoding) {
+                (Some(param), _) => param_value(after, param),
+                (None, InnerDecoding::Auto) => decode_if_encoded(after),
+                (None, InnerDecoding::Percent) => percent_decoded(after),
+                (None, InnerDecoding::Raw) => non_empty(after).map(Cow::Borrowed),
+            };
+            Some((w, inner))
         })
     }
+}
+
+fn non_empty(s: &str) -> Result<&str, UnwrapError> {
+    if s.is_empty() {
+        Err(UnwrapError::Empty)
+    } else {
+        Ok(s)
+    }
+}
+
+fn percent_decoded(s: &str) -> Result<Cow<'_, str>, UnwrapError> {
+    percent_decode_str(non_empty(s)?)
+        .decode_utf8()
+        .map_err(|_| UnwrapError::NotUtf8)
 }
 
 /// The value of query parameter `param` in `after` (which must start the query with `?`),
@@ -137,27 +204,17 @@ fn param_value<'a>(after: &'a str, param: &str) -> Result<Cow<'a, str>, UnwrapEr
             (name == param).then_some(value)
         })
         .ok_or(UnwrapError::MissingParam)?;
-    if value.is_empty() {
-        return Err(UnwrapError::Empty);
-    }
-    percent_decode_str(value)
-        .decode_utf8()
-        .map_err(|_| UnwrapError::NotUtf8)
+    percent_decoded(value)
 }
 
 /// The rest after a prefix, percent-decoded once only when the inner URL itself is encoded
 /// (`http%3A…`, `%2F%2F…`), so a raw inner URL keeps its own `%XX` escapes.
 fn decode_if_encoded(after: &str) -> Result<Cow<'_, str>, UnwrapError> {
-    if after.is_empty() {
-        return Err(UnwrapError::Empty);
-    }
-    let head = after.as_bytes();
+    let head = non_empty(after)?.as_bytes();
     let starts =
         |p: &str| head.len() >= p.len() && head[..p.len()].eq_ignore_ascii_case(p.as_bytes());
     if starts("http%3a") || starts("https%3a") || starts("%2f%2f") {
-        percent_decode_str(after)
-            .decode_utf8()
-            .map_err(|_| UnwrapError::NotUtf8)
+        percent_decoded(after)
     } else {
         Ok(Cow::Borrowed(after))
     }
@@ -175,10 +232,19 @@ mod tests {
             .wrappers
     }
 
+    /// The first wrapper's reading of `u`.
+    fn first<'a>(s: &WrapperSet, u: &'a str) -> Option<Result<Cow<'a, str>, UnwrapError>> {
+        s.candidates(u).next().map(|(_, inner)| inner)
+    }
+
     #[test]
-    fn four_default_styles() {
+    fn default_styles() {
         let s = set();
-        let inner = |u: &str| s.unwrap(u).map(|r| r.unwrap().into_owned());
+        let inner = |u: &str| {
+            s.candidates(u)
+                .find_map(|(_, r)| r.ok())
+                .map(Cow::into_owned)
+        };
         assert_eq!(
             inner("https://cors.zfour.workers.dev/?http://a.example/%E5%9B%BE.jpg").as_deref(),
             Some("http://a.example/%E5%9B%BE.jpg")
@@ -199,6 +265,37 @@ mod tests {
             inner("HTTPS://CORS.zfour.workers.dev:443/?//a.example/x.jpg").as_deref(),
             Some("//a.example/x.jpg")
         );
+        // corsproxy.io's documented form, and its bare form decoded once.
+        assert_eq!(
+            inner("https://corsproxy.io/?url=https%3A%2F%2Fa.example%2Fx.jpg%3Fw%3D1").as_deref(),
+            Some("https://a.example/x.jpg?w=1")
+        );
+        assert_eq!(
+            inner("https://corsproxy.io/?http://a.example/a.jpeg%3Fx%3D1%26y%3D2").as_deref(),
+            Some("http://a.example/a.jpeg?x=1&y=2")
+        );
+    }
+
+    #[test]
+    fn every_matching_wrapper_is_offered_in_order() {
+        let s = set();
+        let offered: Vec<_> = s
+            .candidates("https://corsproxy.io/?http://a.example/x.jpg")
+            .map(|(w, inner)| (w.prefix.clone(), inner.map(Cow::into_owned)))
+            .collect();
+        assert_eq!(
+            offered,
+            [
+                (
+                    "https://corsproxy.io/".to_string(),
+                    Err(UnwrapError::MissingParam)
+                ),
+                (
+                    "https://corsproxy.io/?".to_string(),
+                    Ok("http://a.example/x.jpg".to_string())
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -214,10 +311,10 @@ mod tests {
             "data:image/png;base64,AAAA",
             "/relative/x.jpg",
         ] {
-            assert!(s.unwrap(u).is_none(), "{u}");
+            assert!(first(&s, u).is_none(), "{u}");
         }
         assert_eq!(
-            s.unwrap("https://api.allorigins.win/raw?x=1").unwrap(),
+            first(&s, "https://api.allorigins.win/raw?x=1").unwrap(),
             Err(UnwrapError::MissingParam)
         );
     }

@@ -14,6 +14,8 @@ pub struct Doc {
     pub proxied: usize,
     /// Substrings that must come out byte for byte: raw text a browser never parses as markup.
     pub kept: Vec<String>,
+    /// When not empty, the upstream URLs the proxied ones must point at, in order.
+    pub sources: Vec<&'static str>,
 }
 
 /// Raw-text and RCDATA elements, each holding a wrapped `<img>` as text.
@@ -44,6 +46,7 @@ fn after(name: &'static str, trigger: &str) -> Doc {
         ),
         proxied: 1,
         kept,
+        sources: vec![],
     }
 }
 
@@ -73,6 +76,7 @@ pub fn documents() -> Vec<Doc> {
             ),
             proxied: 4,
             kept: vec![],
+            sources: vec![],
         },
         // Inside SVG, CDATA is text: nothing in it is an element.
         Doc {
@@ -82,6 +86,36 @@ pub fn documents() -> Vec<Doc> {
             ),
             proxied: 1,
             kept: vec![format!("<![CDATA[ if (a > b) {{ t = '{img}'; }} ]]>")],
+            sources: vec![],
         },
+        wrapper_forms(),
     ]
+}
+
+/// Every wrapper form: corsproxy.io's documented `?url=`, its bare form decoded once, nested
+/// wrappers, and an unusable inner URL (kept as written, with a reason in the report).
+fn wrapper_forms() -> Doc {
+    let imgs = [
+        "https://corsproxy.io/?url=https%3A%2F%2Fstatic.1sapp.com%2Fa.jpeg%3Fx%3D1",
+        "https://corsproxy.io/?http://static.1sapp.com/b.jpeg%3Fx%3D1%26y%3D2",
+        "https://cors-anywhere.herokuapp.com/https://cors.zfour.workers.dev/?http://static.1sapp.com/c.jpeg",
+        "https://api.allorigins.win/raw?url=https%3A%2F%2Fcorsproxy.io%2F%3Furl%3Dhttp%253A%252F%252Fstatic.1sapp.com%252Fd.jpeg",
+        "https://cors.zfour.workers.dev/?images/e.jpeg",
+    ];
+    let body: String = imgs
+        .iter()
+        .map(|u| format!("<img src=\"{u}\">\n"))
+        .collect();
+    Doc {
+        name: "wrapper-forms.html",
+        html: format!("<!doctype html><body>\n{body}</body>\n"),
+        proxied: 4,
+        kept: vec![format!("<img src=\"{}\"", imgs[4])],
+        sources: vec![
+            "https://static.1sapp.com/a.jpeg?x=1",
+            "http://static.1sapp.com/b.jpeg?x=1&y=2",
+            "http://static.1sapp.com/c.jpeg",
+            "http://static.1sapp.com/d.jpeg",
+        ],
+    }
 }
