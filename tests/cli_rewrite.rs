@@ -39,7 +39,7 @@ fn seed_article_front_matter_and_sized_image() {
     let src = s.url_for(&Url::parse(upstream).unwrap(), &Options::sized(640, 422));
     let small = s.url_for(&Url::parse(upstream).unwrap(), &Options::sized(320, 0));
     let img = format!(
-        "<img src=\"{src}\" data-size=\"640,422\" referrerpolicy=\"no-referrer\" width=\"640\" height=\"422\" srcset=\"{small} 320w, {src} 640w\" data-canonical-src=\"https://cors.zfour.workers.dev/?{upstream}\">"
+        "<img src=\"{src}\" data-size=\"640,422\" referrerpolicy=\"no-referrer\" width=\"640\" height=\"422\" srcset=\"{small} 320w, {src} 640w\" sizes=\"(max-width: 640px) 100vw, 640px\" data-canonical-url=\"https://cors.zfour.workers.dev/?{upstream}\">"
     );
     assert!(text.contains(&img), "first image not rewritten as expected");
     // Later images are lazy; the first one is not.
@@ -369,7 +369,7 @@ fn config_options_shape_the_markup() {
     assert!(reqs.iter().any(|r| r.options == Options::sized(320, 240)));
     assert!(reqs.iter().any(|r| r.options == Options::sized(160, 0)));
     assert!(out.contains("fetchpriority=\"high\""));
-    assert!(!out.contains("loading=") && !out.contains("data-canonical-src"));
+    assert!(!out.contains("loading=") && !out.contains("data-canonical-url"));
     // An existing width is kept and no height is invented next to it.
     assert!(out.contains(" width=\"10\"") && !out.contains("height=\"480\""));
     assert!(out.contains(

@@ -438,7 +438,7 @@ async fn rewrite_endpoint_streams_a_hexo_post_back() {
     );
     assert!(
         memchr::memmem::find(&body, b"cors.zfour.workers.dev/?http").is_none()
-            || memchr::memmem::find(&body, b"data-canonical-src").is_some()
+            || memchr::memmem::find(&body, b"data-canonical-url").is_some()
     );
 
     let html =

@@ -6,9 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::conformance::{documents, Doc};
+use common::conformance::{documents, Doc, THEME_UPSTREAMS};
 use common::{cli, Origin, Server};
 use http::StatusCode;
+use imgrelay::urls::{Options, ProxyRequest};
 
 fn dir() -> PathBuf {
     common::data("conformance")
@@ -127,4 +128,76 @@ fn an_unusable_wrapped_url_is_reported_with_what_to_fix() {
         reason.contains("\"images/e.jpeg\" is not absolute"),
         "{reason}"
     );
+}
+
+/// What a Hexo theme's output must show: Hexo's own `open_graph()` scan finds the proxied URL,
+/// lazy loaders get a `data-srcset` (and `data-sizes="auto"` for lazysizes) and an aspect ratio
+/// beside their placeholder, and density candidates are signed for their density.
+fn check_theme(output: &str, proxied: &[(String, ProxyRequest)], prefix: &str) {
+    // hexo/lib/plugins/helper/open_graph.js
+    let og = regex::Regex::new(r#"<img [^>]*src=['"]([^'"]+)"#).unwrap();
+    let first = og.captures(output).expect("an img for open_graph()")[1].to_string();
+    assert!(
+        first.starts_with(&format!("{prefix}/")),
+        "open_graph() takes {first}"
+    );
+
+    let tags: Vec<&str> = output.split("<img ").skip(1).collect();
+    assert_eq!(tags.len(), 4);
+    let lazy = tags[1];
+    assert!(lazy.contains("data-sizes=\"auto\""), "{lazy}");
+    assert!(
+        lazy.contains("style=\"aspect-ratio: 1280 / 720\""),
+        "{lazy}"
+    );
+    assert!(lazy.contains(" 1280w\""), "{lazy}");
+    let original = tags[2];
+    assert!(original.contains("data-srcset=\""), "{original}");
+    assert!(
+        original.contains("sizes=\"(max-width: 800px) 100vw, 800px\""),
+        "{original}"
+    );
+    assert!(
+        original.contains("style=\"aspect-ratio: 800 / 600\""),
+        "{original}"
+    );
+    // The plain image keeps its shape through width/height, without a style.
+    assert!(!tags[0].contains("style="), "{}", tags[0]);
+
+    let of = |upstream: &str| -> Vec<Options> {
+        proxied
+            .iter()
+            .filter(|(_, r)| r.source.as_str() == upstream)
+            .map(|(_, r)| r.options)
+            .collect()
+    };
+    let dprs: Vec<u8> = of(THEME_UPSTREAMS[3]).iter().map(|o| o.dpr).collect();
+    assert_eq!(dprs, [1, 1, 2, 3], "src, then 1x, 2x, 3x");
+    assert!(of(THEME_UPSTREAMS[3])
+        .iter()
+        .all(|o| (o.width, o.height) == (320, 200)));
+    let lazy_widths: Vec<u32> = of(THEME_UPSTREAMS[1]).iter().map(|o| o.width).collect();
+    assert_eq!(lazy_widths, [1280, 320, 640, 960, 1280]);
+}
+
+#[test]
+fn theme_and_lazy_loader_markup_through_the_cli() {
+    let env = cli::env("");
+    let input = std::fs::read(dir().join("hexo-theme.html")).unwrap();
+    let out = String::from_utf8(cli::rewrite(&env, &input)).unwrap();
+    let proxied = common::proxied_paths(out.as_bytes(), cli::PREFIX, &cli::signer());
+    check_theme(&out, &proxied, cli::PREFIX);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn theme_and_lazy_loader_markup_through_the_endpoint() {
+    let origin = Origin::start().await;
+    let server = Server::in_process(&origin, &[]);
+    let input = std::fs::read(dir().join("hexo-theme.html")).unwrap();
+    let reply = server
+        .post_to(server.admin, "/_imgrelay/rewrite", "text/html", input)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let out = String::from_utf8(reply.body.to_vec()).unwrap();
+    check_theme(&out, &server.proxied(&reply.body), "/img");
 }

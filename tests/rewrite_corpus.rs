@@ -89,7 +89,7 @@ fn check_document(doc: &Value, input: &[u8], output: &[u8], policy: Policy) -> u
     }
 
     // Exact accounting: every original string disappears once per rewritten reference
-    // containing it and stays everywhere else (data-canonical-src is off here).
+    // containing it and stays everywhere else (data-canonical-url is off here).
     // Originals are text; the files hold them in the document's encoding.
     let encoding =
         encoding_rs::Encoding::for_label(s(doc, "encoding").trim_end_matches("-bom").as_bytes())
@@ -239,6 +239,6 @@ fn canonical_attribute_keeps_the_original_url() {
     let input = std::fs::read(data("articles/posts/canonical.md")).unwrap();
     let output = String::from_utf8(rewrite(&env, &input)).unwrap();
     assert!(output.contains(
-        "data-canonical-src=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/qupost/img/2022/03/02/b8c5be25b34b6431263b3e6f8ead5506.jpeg\""
+        "data-canonical-url=\"https://cors.zfour.workers.dev/?http://static.1sapp.com/qupost/img/2022/03/02/b8c5be25b34b6431263b3e6f8ead5506.jpeg\""
     ));
 }

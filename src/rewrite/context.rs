@@ -43,7 +43,7 @@ pub struct ImgAdditions {
     pub lazy: bool,
     /// `fetchpriority="high"` on the first image of a document.
     pub fetchpriority: bool,
-    /// `data-canonical-src` with the original URL.
+    /// `data-canonical-url` with the original URL.
     pub canonical_attr: bool,
 }
 

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::urls::MAX_DIMENSION;
+use crate::urls::{Options, MAX_DIMENSION};
 
 /// What an element's `data-size` said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +124,35 @@ impl Candidate {
     pub(crate) fn width(&self, value: &str) -> Option<u32> {
         let d = value[self.descriptor.clone()].trim();
         d.strip_suffix(['w', 'W'])?.parse().ok().filter(|&w| w > 0)
+    }
+
+    /// The pixel density an `Nx` descriptor names (`2x`, `1.5x`).
+    pub(crate) fn density(&self, value: &str) -> Option<f64> {
+        let d = value[self.descriptor.clone()].trim();
+        d.strip_suffix(['x', 'X'])?
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite() && *d > 0.0)
+    }
+}
+
+/// `options` for a candidate of density `d`: whole densities up to 4 as `dpr`, others by
+/// scaling the box, each within [`MAX_DIMENSION`].
+pub(crate) fn at_density(options: Options, d: f64) -> Options {
+    if (d - 1.0).abs() < f64::EPSILON {
+        return options;
+    }
+    if d.fract() == 0.0 && (2.0..=4.0).contains(&d) {
+        return Options {
+            dpr: d as u8,
+            ..options
+        };
+    }
+    let scale = |n: u32| (f64::from(n) * d).round().min(f64::from(MAX_DIMENSION)) as u32;
+    Options {
+        width: scale(options.width),
+        height: scale(options.height),
+        ..options
     }
 }
 

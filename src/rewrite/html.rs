@@ -13,7 +13,7 @@ use lol_html::{AsciiCompatibleEncoding, HandlerResult, MemorySettings, Selector}
 use super::charset::find_ignore_case;
 use super::context::{Markup, Outcome, RewriteContext};
 use super::doc_state::{DocState, Hint};
-use super::hints::{parse_srcset, srcset_widths, target_size, SizeHint};
+use super::hints::{at_density, parse_srcset, srcset_widths, target_size, SizeHint};
 use super::tag::{InputWindow, Tag};
 use crate::sync::lock;
 use crate::urls::Options;
@@ -123,9 +123,11 @@ fn rewrite_attr(
     let mut out = String::new();
     let mut last = 0;
     for c in parse_srcset(raw) {
-        let opts = c
-            .width(raw)
-            .map_or(options, |w| Options::sized(w.min(max_width), 0));
+        let opts = match (c.width(raw), c.density(raw)) {
+            (Some(w), _) => Options::sized(w.min(max_width), 0),
+            (None, Some(d)) => at_density(options, d),
+            (None, None) => options,
+        };
         let url = &raw[c.url.clone()];
         if let Some(proxied) = st.resolve(|| place(el, attr), url, Markup::Html, opts, hint) {
             out.push_str(&raw[last..c.url.start]);
@@ -155,9 +157,16 @@ struct ImgAttrs<'w> {
     has_decoding: bool,
     has_fetchpriority: bool,
     has_canonical: bool,
+    has_sizes: bool,
+    has_style: bool,
+    /// `class` names `lazyload`: lazysizes, which wants `data-sizes="auto"`.
+    lazysizes: bool,
 }
 
 const IMG_URL_ATTRS: [&str; 3] = ["src", "data-src", "data-original"];
+/// Where the original URL is kept. Not `data-canonical-src`: scanners such as Hexo's
+/// `open_graph()` take the last `src=` of a tag as the picture, and would pick the original.
+const CANONICAL_ATTR: &str = "data-canonical-url";
 const SRCSET_ATTRS: [&str; 2] = ["srcset", "data-srcset"];
 
 impl<'w> ImgAttrs<'w> {
@@ -183,7 +192,15 @@ impl<'w> ImgAttrs<'w> {
                 a.has_loading |= is("loading");
                 a.has_decoding |= is("decoding");
                 a.has_fetchpriority |= is("fetchpriority");
-                a.has_canonical |= is("data-canonical-src");
+                a.has_canonical |= is(CANONICAL_ATTR) || is("data-canonical-src");
+                a.has_sizes |= is("sizes") || is("data-sizes");
+                a.has_style |= is("style");
+                if is("class") {
+                    let class = tag.value(attr);
+                    a.lazysizes |= class
+                        .split_ascii_whitespace()
+                        .any(|c| c.eq_ignore_ascii_case("lazyload"));
+                }
                 continue;
             };
             if slot.is_none() {
@@ -209,23 +226,22 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         .map(|s| target_size(s, policy.max_width));
     let options = size.map_or_else(|| ctx.unsized_options(), |(w, h)| Options::sized(w, h));
 
-    let mut rewritten = false;
+    let mut rewritten = [false; 3];
     let mut canonical: Option<&str> = None;
-    let mut src_rewritten = false;
-    for (attr, raw) in IMG_URL_ATTRS.iter().zip(&attrs.urls) {
+    for (i, (attr, raw)) in IMG_URL_ATTRS.iter().zip(&attrs.urls).enumerate() {
         let Some(raw) = raw else { continue };
         if rewrite_attr(st, el, (attr, Holds::Url), raw, options, hint) {
-            rewritten = true;
-            src_rewritten |= *attr == "src";
+            rewritten[i] = true;
             canonical = canonical.or(Some(raw));
         }
     }
+    let mut any = rewritten.contains(&true);
     for (attr, raw) in SRCSET_ATTRS.iter().zip(&attrs.srcsets) {
         if let Some(raw) = raw {
-            rewritten |= rewrite_attr(st, el, (attr, Holds::Srcset), raw, options, hint);
+            any |= rewrite_attr(st, el, (attr, Holds::Srcset), raw, options, hint);
         }
     }
-    if !rewritten {
+    if !any {
         return;
     }
     if let Some((w, h)) = size {
@@ -233,8 +249,40 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
             st.edits.set("width", Decimal::new(w).as_str());
             st.edits.set("height", Decimal::new(h).as_str());
         }
-        if let (true, None, Some(src)) = (src_rewritten, &attrs.srcsets[0], &attrs.urls[0]) {
-            generated_srcset(st, &ctx, src, options, w);
+        let mut generated = false;
+        if let (true, None, Some(src)) = (rewritten[0], &attrs.srcsets[0], &attrs.urls[0]) {
+            generated |= generated_srcset(st, &ctx, src, options, (w, "srcset"));
+        }
+        // Lazy loaders copy data-srcset into srcset when the picture comes into view.
+        let lazy = (1..3).find(|&i| rewritten[i]);
+        if let (Some(i), None) = (lazy, &attrs.srcsets[1]) {
+            if let Some(src) = &attrs.urls[i] {
+                generated |= generated_srcset(st, &ctx, src, options, (w, "data-srcset"));
+            }
+        }
+        if generated && !attrs.has_sizes {
+            if attrs.lazysizes && lazy.is_some() {
+                st.edits.set("data-sizes", "auto");
+            } else {
+                st.edits.set_with("sizes", |sizes| {
+                    let w = Decimal::new(w);
+                    sizes.push_str("(max-width: ");
+                    sizes.push_str(w.as_str());
+                    sizes.push_str("px) 100vw, ");
+                    sizes.push_str(w.as_str());
+                    sizes.push_str("px");
+                });
+            }
+        }
+        // A placeholder src (a 1x1 GIF, a data: URI) has the wrong shape until the loader
+        // swaps the picture in, and themes' `height: auto` voids width and height.
+        if policy.img.dimensions && lazy.is_some() && !rewritten[0] && !attrs.has_style {
+            st.edits.set_with("style", |style| {
+                style.push_str("aspect-ratio: ");
+                style.push_str(Decimal::new(w).as_str());
+                style.push_str(" / ");
+                style.push_str(Decimal::new(h).as_str());
+            });
         }
     }
     if first {
@@ -252,24 +300,31 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     if let Some(original) = canonical.filter(|_| policy.img.canonical_attr && !attrs.has_canonical)
     {
         // The raw value is already escaped for an attribute; only quotes get escaped again.
-        st.edits.set("data-canonical-src", original);
+        st.edits.set(CANONICAL_ATTR, original);
     }
 }
 
-/// Sets the `srcset` generated for a rewritten `src` whose target width is `w`: the
-/// configured widths below it, then the target itself with the image's own `options`. The
-/// source is judged once and only signed per width.
-fn generated_srcset(st: &mut DocState, ctx: &RewriteContext, src: &str, options: Options, w: u32) {
+/// Sets `attr` (`srcset`, `data-srcset`) to the srcset generated for a rewritten `src` whose
+/// target width is `w`: the configured widths below it, then the target itself with the
+/// image's own `options`. The source is judged once and only signed per width. Returns whether
+/// it was set.
+fn generated_srcset(
+    st: &mut DocState,
+    ctx: &RewriteContext,
+    src: &str,
+    options: Options,
+    (w, attr): (u32, &'static str),
+) -> bool {
     let policy = ctx.policy();
     // A single width needs no srcset.
     if srcset_widths(&policy.srcset_widths, w).nth(1).is_none() {
-        return;
+        return false;
     }
     let Some((url, upstream)) = st.memo.upstream(ctx, src, Markup::Html) else {
-        return;
+        return false;
     };
     let DocState { memo, edits, .. } = st;
-    edits.set_with("srcset", |srcset| {
+    edits.set_with(attr, |srcset| {
         for (i, cw) in srcset_widths(&policy.srcset_widths, w).enumerate() {
             let opts = if cw == w {
                 options
@@ -286,6 +341,7 @@ fn generated_srcset(st: &mut DocState, ctx: &RewriteContext, src: &str, options:
             srcset.push('w');
         }
     });
+    true
 }
 
 /// A `u32` in decimal without a heap allocation.

@@ -89,7 +89,41 @@ pub fn documents() -> Vec<Doc> {
             sources: vec![],
         },
         wrapper_forms(),
+        hexo_theme(),
     ]
+}
+
+/// Upstream URLs of the Hexo-theme document, in the order of its `<img>` tags.
+pub const THEME_UPSTREAMS: [&str; 4] = [
+    "http://static.1sapp.com/theme/plain.jpeg",
+    "http://static.1sapp.com/theme/lazysizes.jpeg",
+    "http://static.1sapp.com/theme/original.jpeg",
+    "http://static.1sapp.com/theme/density.jpeg",
+];
+
+/// Markup themes and lazy loaders write: a plain hinted image (what Hexo's `open_graph()` picks
+/// up), lazysizes with a data: placeholder, a `data-original` loader with a local placeholder
+/// GIF, and density descriptors.
+fn hexo_theme() -> Doc {
+    let w = |u: &str| format!("https://cors.zfour.workers.dev/?{u}");
+    let [plain, lazy, original, density] = THEME_UPSTREAMS.map(w);
+    let html = format!(
+        "<!doctype html><body><article>\n\
+         <img src=\"{plain}\" data-size=\"640,422\" alt=\"plain\">\n\
+         <img class=\"lazyload\" src=\"data:image/gif;base64,R0lGODlhAQABAAAAACw=\" data-src=\"{lazy}\" data-size=\"1280,720\">\n\
+         <img src=\"/images/loading.gif\" data-original=\"{original}\" data-size=\"800,600\">\n\
+         <img src=\"{density}\" srcset=\"{density} 1x, {density} 2x, {density} 3x\" data-size=\"320,200\">\n\
+         </article></body>\n"
+    );
+    Doc {
+        name: "hexo-theme.html",
+        html,
+        // src + generated 320w, 640w; data-src + 320…1280w; data-original + 320, 640, 800w;
+        // src + its three density candidates.
+        proxied: 3 + 5 + 4 + 4,
+        kept: vec!["src=\"/images/loading.gif\"".into()],
+        sources: vec![],
+    }
 }
 
 /// Every wrapper form: corsproxy.io's documented `?url=`, its bare form decoded once, nested
