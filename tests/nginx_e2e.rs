@@ -55,9 +55,12 @@ fn substitute(conf: &mut String, from: &str, to: &str) {
     *conf = conf.replace(from, to);
 }
 
-/// deploy/nginx.conf with its listen address, imgrelay address and file paths moved into `dir`.
-fn nginx_conf(dir: &Path, listen: &str, imgrelay: &str) -> String {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
+/// The shipped config `file` (under deploy/) with its listen address, imgrelay address and file
+/// paths moved into `dir`.
+fn nginx_conf(file: &str, dir: &Path, listen: &str, imgrelay: &str) -> String {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(file);
     let mut conf = std::fs::read_to_string(shipped).unwrap();
     let d = dir.display();
     substitute(
@@ -77,6 +80,14 @@ fn nginx_conf(dir: &Path, listen: &str, imgrelay: &str) -> String {
     );
     substitute(&mut conf, "/var/log/nginx/", &format!("{d}/log/"));
     substitute(&mut conf, "/var/cache/nginx/", &format!("{d}/cache/"));
+    if conf.contains("include mime.types;") {
+        // Relative to the config file's directory, as /etc/nginx/mime.types is to nginx.conf.
+        let types = std::fs::read_to_string("/etc/nginx/mime.types").unwrap_or_else(|_| {
+            "types { text/html html; image/jpeg jpeg jpg; image/webp webp; }\n".into()
+        });
+        std::fs::write(dir.join("mime.types"), types).unwrap();
+        substitute(&mut conf, "/var/www/blog/public", &format!("{d}/public"));
+    }
     conf
 }
 
@@ -98,13 +109,23 @@ impl Drop for Nginx {
     }
 }
 
-fn start_nginx(binary: &Path, imgrelay: &str) -> (Nginx, String) {
+/// nginx with the shipped config `file`; for the static config, `public` holds the site.
+fn start_nginx(
+    binary: &Path,
+    file: &str,
+    imgrelay: &str,
+    public: &[(&str, &[u8])],
+) -> (Nginx, String) {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("public")).unwrap();
+    for (name, bytes) in public {
+        std::fs::write(dir.path().join("public").join(name), bytes).unwrap();
+    }
     // Workers of a root-started nginx run unprivileged: they must reach the cache directories.
     std::fs::create_dir_all(dir.path().join("log")).unwrap();
     std::fs::create_dir_all(dir.path().join("cache")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    for sub in ["", "cache"] {
+    for sub in ["", "cache", "public"] {
         std::fs::set_permissions(dir.path().join(sub), std::fs::Permissions::from_mode(0o777))
             .unwrap();
     }
@@ -113,7 +134,7 @@ fn start_nginx(binary: &Path, imgrelay: &str) -> (Nginx, String) {
         l.local_addr().unwrap().port()
     };
     let listen = format!("127.0.0.1:{port}");
-    let conf = nginx_conf(dir.path(), &listen, imgrelay);
+    let conf = nginx_conf(file, dir.path(), &listen, imgrelay);
     let conf_file = dir.path().join("nginx.conf");
     std::fs::write(&conf_file, conf).unwrap();
     let check = Command::new(binary)
@@ -266,7 +287,7 @@ async fn pages_and_images_through_nginx() {
             ("UPSTREAM__CA_FILES", &ca_files),
         ],
     );
-    let (nginx, listen) = start_nginx(&binary, &server.addr.to_string());
+    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &server.addr.to_string(), &[]);
     let images = images_by_upstream();
 
     let mut fetched = 0;
@@ -388,7 +409,7 @@ async fn nginx_and_imgrelay_make_one_format_decision() {
     let blog = Blog::start().await;
     let blog_url = blog.url();
     let server = Server::start(&origin, &[("ORIGIN__URL", &blog_url)]);
-    let (nginx, listen) = start_nginx(&binary, &server.addr.to_string());
+    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &server.addr.to_string(), &[]);
 
     // Each first client fills nginx's cache for its key; a client of the other kind follows
     // and must get its own format, never the first one's.
@@ -441,4 +462,70 @@ async fn nginx_and_imgrelay_make_one_format_decision() {
         assert!(blog.seen(path).is_none());
     }
     drop(nginx);
+}
+
+/// deploy/nginx-static.conf: a Hexo `public/` rewritten at publish time, served as files, with
+/// the image prefix sent to imgrelay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_blog_through_nginx() {
+    let Some(binary) = nginx_binary() else {
+        let message = "nginx is not installed: the static-site nginx test cannot run";
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        return;
+    };
+    let origin = Origin::start().await;
+    let server = Server::in_process(&origin, &[]);
+    let post = format!(
+        "<!doctype html><meta charset=utf-8><title>post</title>\n<img src=\"{}\" data-size=\"640,480\">\n",
+        format_args!(
+            "https://cors.zfour.workers.dev/?{}",
+            common::upstream("photo-640x480.jpg")
+        )
+    );
+    // What publishing does: the page rewritten (here by the rewrite endpoint), written to public/.
+    let rewritten = server
+        .post_to(
+            server.admin,
+            "/_imgrelay/rewrite",
+            "text/html",
+            post.into_bytes(),
+        )
+        .await;
+    assert_eq!(rewritten.status, StatusCode::OK);
+    let (nginx, listen) = start_nginx(
+        &binary,
+        "nginx-static.conf",
+        &server.addr.to_string(),
+        &[("index.html", &rewritten.body)],
+    );
+
+    let page = fetch(&listen, "/", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", nginx.error_log());
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    assert_eq!(page.body, rewritten.body, "the file, byte for byte");
+    let images = server.proxied(&page.body);
+    assert_eq!(images.len(), 3, "src and a 320w/640w srcset");
+    for (path, _) in &images {
+        let image = fetch(&listen, path, Some(ACCEPT)).await;
+        assert_eq!(
+            image.status,
+            StatusCode::OK,
+            "{path}: {}",
+            nginx.error_log()
+        );
+        assert_eq!(header(&image, "content-type"), "image/webp", "{path}");
+    }
+    let again = fetch(&listen, &images[0].0, Some(ACCEPT)).await;
+    assert_eq!(header(&again, "x-cache-status"), "HIT");
+    assert_eq!(
+        fetch(&listen, "/missing.html", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        fetch(&listen, "/_imgrelay/metrics", None).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
