@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Blog, Origin, Server};
 use http::{Method, StatusCode};
 
@@ -52,28 +50,23 @@ async fn the_public_listener_signs_nothing_and_reveals_nothing() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
-/// A rewrite of `html` on the control plane with `auth` as the Authorization header.
+/// A rewrite of a page with a wrapped URL for any host on the control plane, with `auth` as
+/// the Authorization header.
 async fn rewrite(server: &Server, auth: Option<&str>) -> (StatusCode, String) {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let mut req = http::Request::post(format!("http://{}/_imgrelay/rewrite", server.admin))
-        .header("content-type", "text/html");
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let req = req
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            WRAPPED_ANY_HOST.as_bytes(),
-        )))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let mut headers = vec![("content-type", "text/html")];
+    headers.extend(auth.map(|a| ("authorization", a)));
+    let reply = server
+        .post_with(
+            server.admin,
+            "/_imgrelay/rewrite",
+            &headers,
+            WRAPPED_ANY_HOST.as_bytes().to_vec(),
+        )
+        .await;
+    (
+        reply.status,
+        String::from_utf8_lossy(&reply.body).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,10 +237,25 @@ impl Server {
         content_type: &str,
         body: Vec<u8>,
     ) -> Reply {
+        self.post_with(addr, path, &[("content-type", content_type)], body)
+            .await
+    }
+
+    /// POSTs `body` with `headers` to `path` on `addr`.
+    pub async fn post_with(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let client =
             Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
-        let req = Request::post(format!("http://{addr}{path}"))
-            .header("content-type", content_type)
+        let mut req = Request::post(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
             .body(http_body_util::Full::new(Bytes::from(body)))
             .unwrap();
         let fut = async {
