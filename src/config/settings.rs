@@ -430,8 +430,6 @@ fn image(c: &Config, p: &mut Problems) -> Option<ImageSettings> {
         queue: queue?,
         max_fetches: max_fetches?,
         fetch_queue: fetch_queue?,
-        // The fetch itself is bounded by this, so waiting longer for a place is never useful.
-        fetch_wait: Duration::from_millis(c.upstream.timeout_ms),
         cache: CacheSettings {
             variant_bytes: c.cache.memory_mb.saturating_mul(MB),
             source_bytes: c.cache.source_memory_mb.saturating_mul(MB),

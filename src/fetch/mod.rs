@@ -123,6 +123,11 @@ impl Fetcher {
         }
     }
 
+    /// How long one fetch may take in all.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
     /// The body of `url` after following redirects, within every limit.
     pub(crate) async fn fetch(&self, url: &Url) -> Result<Bytes, FetchError> {
         tokio::time::timeout(self.settings.timeout, self.fetch_inner(url.clone()))

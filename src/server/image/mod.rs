@@ -80,8 +80,6 @@ pub struct ImageSettings {
     /// Fetches in flight at once, and waiting for a place.
     pub max_fetches: usize,
     pub fetch_queue: usize,
-    /// Longest wait for a place among the fetches.
-    pub fetch_wait: Duration,
     pub cache: CacheSettings,
     pub cache_control: HeaderValue,
 }
@@ -100,6 +98,8 @@ struct Work {
     sources: Cache<String, Bytes, RouteError>,
     pool: WorkPool,
     fetches: Gate,
+    /// Longest wait for a place among the fetches: the fetch's own bound, since waiting longer
+    /// for a place is never useful.
     fetch_wait: Duration,
     settings: TransformSettings,
     metrics: Arc<Metrics>,
@@ -113,6 +113,7 @@ impl ImageRoute {
         metrics: Arc<Metrics>,
     ) -> ImageRoute {
         let cache = settings.cache;
+        let fetch_wait = fetcher.timeout();
         ImageRoute {
             signer,
             variants: Cache::new(
@@ -129,7 +130,7 @@ impl ImageRoute {
                 ),
                 pool: WorkPool::new(settings.workers, settings.queue),
                 fetches: Gate::new(settings.max_fetches, settings.fetch_queue),
-                fetch_wait: settings.fetch_wait,
+                fetch_wait,
                 settings: settings.transform.clone(),
                 metrics,
             }),
