@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use common::conformance::{documents, Doc, THEME_UPSTREAMS};
 use common::{cli, Origin, Server};
 use http::StatusCode;
-use imgrelay::urls::{Options, ProxyRequest};
+use imgrelay::urls::{Options, ProxyRequest, UrlSigner};
+use yaml_rust2::{Yaml, YamlLoader};
 
 fn dir() -> PathBuf {
     common::data("conformance")
@@ -34,9 +35,85 @@ fn generated_documents_match_their_generator() {
     }
 }
 
-/// What is wrong with `doc`'s output, if anything, given the sources of its proxied URLs.
-fn check(doc: &Doc, output: &str, sources: &[String]) -> Vec<String> {
+/// A post's front matter (between its `---` lines) and the rest.
+fn split_post(text: &str) -> (&str, &str) {
+    let Some(rest) = text.strip_prefix("---") else {
+        return ("", text);
+    };
+    let close = rest.find("\n---").expect("a closing --- line");
+    let body = &rest[close + 4..];
+    (&rest[..close], body)
+}
+
+/// How a YAML loader reads one key: its string, or its sequence's strings.
+fn strings(value: &Yaml) -> Vec<String> {
+    match value {
+        Yaml::String(s) => vec![s.clone()],
+        Yaml::Array(items) => items.iter().flat_map(strings).collect(),
+        other => vec![format!("{other:?}")],
+    }
+}
+
+fn load(front_matter: &str) -> Vec<(String, Vec<String>)> {
+    let docs = YamlLoader::load_from_str(front_matter)
+        .unwrap_or_else(|e| panic!("front matter does not load: {e}\n{front_matter}"));
+    let Some(Yaml::Hash(map)) = docs.into_iter().next() else {
+        panic!("front matter is not a mapping:\n{front_matter}");
+    };
+    map.iter()
+        .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), strings(v)))
+        .collect()
+}
+
+/// An independent loader reads the rewritten front matter: image keys hold proxied URLs of
+/// the expected upstreams, every other key holds what it held.
+fn check_front_matter(
+    doc: &Doc,
+    input: &str,
+    output: &str,
+    prefix: &str,
+    signer: &UrlSigner,
+) -> Vec<String> {
+    let before = load(split_post(input).0);
+    let after = load(split_post(output).0);
     let mut wrong = Vec::new();
+    if before.iter().map(|k| &k.0).ne(after.iter().map(|k| &k.0)) {
+        wrong.push(format!("{}: keys changed", doc.name));
+    }
+    for ((key, old), (_, new)) in before.iter().zip(&after) {
+        let Some((_, upstreams)) = doc.front_matter.iter().find(|(k, _)| k == key) else {
+            if old != new {
+                wrong.push(format!("{}: {key} changed: {old:?} -> {new:?}", doc.name));
+            }
+            continue;
+        };
+        let got: Vec<String> = new
+            .iter()
+            .map(
+                |value| match common::proxied_paths(value.as_bytes(), prefix, signer)[..] {
+                    [(ref path, ref request)] if path == value => request.source.to_string(),
+                    _ => format!("not proxied: {value}"),
+                },
+            )
+            .collect();
+        if got != *upstreams {
+            wrong.push(format!(
+                "{}: {key}: {got:?}, expected {upstreams:?}",
+                doc.name
+            ));
+        }
+    }
+    wrong
+}
+
+/// What is wrong with `doc`'s output, if anything, given the sources of its proxied URLs.
+fn check(doc: &Doc, input: &str, output: &str, prefix: &str, signer: &UrlSigner) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let (_, body) = split_post(output);
+    let sources: Vec<String> = common::proxied_paths(body.as_bytes(), prefix, signer)
+        .into_iter()
+        .map(|(_, r)| r.source.to_string())
+        .collect();
     if sources.len() != doc.proxied {
         wrong.push(format!(
             "{}: {} proxied URLs, expected {}",
@@ -52,9 +129,21 @@ fn check(doc: &Doc, output: &str, sources: &[String]) -> Vec<String> {
         ));
     }
     for kept in doc.kept.iter().filter(|k| !output.contains(k.as_str())) {
-        wrong.push(format!("{}: {kept} was changed", doc.name));
+        wrong.push(format!("{}: {kept:?} was changed", doc.name));
+    }
+    if !doc.front_matter.is_empty() {
+        wrong.extend(check_front_matter(doc, input, output, prefix, signer));
     }
     wrong
+}
+
+/// Posts go to the endpoint as Markdown, pages as HTML.
+fn content_type(doc: &Doc) -> &'static str {
+    if doc.name.ends_with(".md") {
+        "text/markdown"
+    } else {
+        "text/html"
+    }
 }
 
 #[test]
@@ -62,14 +151,9 @@ fn foreign_content_is_parsed_as_browsers_do_through_the_cli() {
     let env = cli::env("");
     let mut wrong = Vec::new();
     for doc in documents() {
-        let input = std::fs::read(dir().join(doc.name)).unwrap();
-        let out = cli::rewrite(&env, &input);
-        let text = String::from_utf8(out.clone()).unwrap();
-        let sources: Vec<String> = cli::proxied(&out)
-            .into_iter()
-            .map(|r| r.source.to_string())
-            .collect();
-        wrong.extend(check(&doc, &text, &sources));
+        let input = std::fs::read_to_string(dir().join(doc.name)).unwrap();
+        let out = String::from_utf8(cli::rewrite(&env, input.as_bytes())).unwrap();
+        wrong.extend(check(&doc, &input, &out, cli::PREFIX, &cli::signer()));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
@@ -80,18 +164,18 @@ async fn foreign_content_is_parsed_as_browsers_do_through_the_endpoint() {
     let server = Server::in_process(&origin, &[]);
     let mut wrong = Vec::new();
     for doc in documents() {
-        let input = std::fs::read(dir().join(doc.name)).unwrap();
+        let input = std::fs::read_to_string(dir().join(doc.name)).unwrap();
         let reply = server
-            .post_to(server.admin, "/_imgrelay/rewrite", "text/html", input)
+            .post_to(
+                server.admin,
+                "/_imgrelay/rewrite",
+                content_type(&doc),
+                input.clone().into_bytes(),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", doc.name);
         let out = String::from_utf8(reply.body.to_vec()).unwrap();
-        let sources: Vec<String> = server
-            .proxied(&reply.body)
-            .into_iter()
-            .map(|(_, r)| r.source.to_string())
-            .collect();
-        wrong.extend(check(&doc, &out, &sources));
+        wrong.extend(check(&doc, &input, &out, "/img", &server.signer));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -1,13 +1,14 @@
 //! Hexo front matter: image keys rewritten in place, every other byte kept.
 //!
-//! Only the scalar of a configured key (or an item of its block list) is replaced, in the
-//! quoting style it was written in; comments, spacing and line endings stay as they were.
+//! Only the scalars of configured keys (a value, or the items of a sequence) are replaced, in
+//! the style each was written in; comments, spacing and line endings stay as they were.
 
 use std::borrow::Cow;
 
 use super::context::{Markup, Outcome};
 use super::doc_state::DocState;
 use super::report::Action;
+use super::yaml;
 
 /// Whether a buffer opens with a front matter line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,225 +79,63 @@ fn trim_eol(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
-/// Rewrites the front matter block (from the opening `---` through the closing line).
+/// Rewrites the front matter block (from the opening `---` through the closing line): the
+/// scalars of the image keys are replaced in their own style, every other byte is copied.
 pub(crate) fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
+    let Opening::At(body) = opening(block) else {
+        out.extend_from_slice(block);
+        return;
+    };
+    // The block ends with its closing line.
+    let closing = block[..block.len().saturating_sub(1)]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(body, |n| n + 1)
+        .max(body);
     let ctx = st.ctx.clone();
     let keys = &ctx.policy().front_matter_keys;
-    let mut list_key: Option<(String, usize)> = None;
-    let mut pos = 0;
-    while pos < block.len() {
-        let end = memchr::memchr(b'\n', &block[pos..]).map_or(block.len(), |e| pos + e + 1);
-        let line = &block[pos..end];
-        pos = end;
-        let Ok(text) = std::str::from_utf8(line) else {
-            list_key = None;
-            out.extend_from_slice(line);
-            continue;
+    let scan = yaml::scan(block, body..closing, &|key| keys.iter().any(|k| k == key));
+    let options = ctx.unsized_options();
+    let mut copied = 0;
+    for scalar in &scan.scalars {
+        let written = String::from_utf8_lossy(&block[scalar.written.clone()]);
+        // The memo is keyed by the decoded value; the report shows the value as written.
+        let outcome = st
+            .memo
+            .resolve(&ctx, &scalar.value, Markup::Decoded, options);
+        let (action, reason, upstream, proxied) = match outcome {
+            Outcome::Rewrite { upstream, proxied } => (
+                Action::Rewritten,
+                Cow::Borrowed("rewritten"),
+                Some(upstream),
+                Some(proxied),
+            ),
+            Outcome::Keep(reason) => (Action::Kept, Cow::Borrowed(reason), None, None),
+            Outcome::Skip(reason) => (Action::Skipped, Cow::Owned(reason.to_string()), None, None),
         };
-        let rewritten = rewrite_line(text, keys, &mut list_key, st);
-        out.extend_from_slice(rewritten.as_bytes());
-    }
-}
-
-fn rewrite_line<'a>(
-    line: &'a str,
-    keys: &[String],
-    list_key: &mut Option<(String, usize)>,
-    st: &mut DocState,
-) -> Cow<'a, str> {
-    let indented = line.starts_with([' ', '\t']);
-    let trimmed = line.trim_start_matches([' ', '\t']);
-    if let Some((key, index)) = list_key.as_mut() {
-        if let Some(item) = trimmed
-            .strip_prefix('-')
-            .filter(|r| r.starts_with([' ', '\t']))
-        {
-            let start = line.len() - item.len();
-            let place = format!("front-matter:{key}[{index}]");
-            *index += 1;
-            return rewrite_scalar(line, start, place, st);
-        }
-        if indented || trimmed.trim_end().is_empty() || trimmed.starts_with('#') {
-            return Cow::Borrowed(line);
-        }
-        *list_key = None;
-    }
-    if indented {
-        return Cow::Borrowed(line);
-    }
-    let Some(colon) = line.find(':') else {
-        return Cow::Borrowed(line);
-    };
-    let key = &line[..colon];
-    if !keys.iter().any(|k| k == key) {
-        return Cow::Borrowed(line);
-    }
-    let value = &line[colon + 1..];
-    let body = value.trim_end_matches(['\n', '\r']);
-    let content = body.trim();
-    if content.is_empty() || content.starts_with('#') {
-        *list_key = Some((key.to_string(), 0));
-        return Cow::Borrowed(line);
-    }
-    if !value.starts_with([' ', '\t']) {
-        return Cow::Borrowed(line);
-    }
-    rewrite_scalar(line, colon + 1, format!("front-matter:{key}"), st)
-}
-
-/// Rewrites the scalar that starts (after blanks) at `from` in `line`.
-fn rewrite_scalar<'a>(
-    line: &'a str,
-    from: usize,
-    place: String,
-    st: &mut DocState,
-) -> Cow<'a, str> {
-    let rest = &line[from..];
-    let start = from + (rest.len() - rest.trim_start_matches([' ', '\t']).len());
-    let Some(scalar) = Scalar::parse(&line[start..]) else {
-        return Cow::Borrowed(line);
-    };
-    let raw = &line[start + scalar.inner.start..start + scalar.inner.end];
-    let options = st.ctx.unsized_options();
-    // The memo is keyed by the decoded value; the report shows the value as written.
-    let ctx = st.ctx.clone();
-    let outcome = st
-        .memo
-        .resolve(&ctx, &scalar.value, Markup::Decoded, options);
-    let (action, reason, upstream, proxied) = match outcome {
-        Outcome::Rewrite { upstream, proxied } => (
-            Action::Rewritten,
-            Cow::Borrowed("rewritten"),
-            Some(upstream),
-            Some(proxied),
-        ),
-        Outcome::Keep(reason) => (Action::Kept, Cow::Borrowed(reason), None, None),
-        Outcome::Skip(reason) => (Action::Skipped, Cow::Owned(reason.to_string()), None, None),
-    };
-    st.record(|| place, raw, action, reason, upstream.as_deref(), None);
-    let Some(proxied) = proxied else {
-        return Cow::Borrowed(line);
-    };
-    let mut out = String::with_capacity(line.len() + proxied.len());
-    out.push_str(&line[..start + scalar.inner.start]);
-    out.push_str(&scalar.style.escape(&proxied));
-    out.push_str(&line[start + scalar.inner.end..]);
-    Cow::Owned(out)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Style {
-    Single,
-    Double,
-    Plain,
-}
-
-impl Style {
-    fn escape<'s>(self, s: &'s str) -> Cow<'s, str> {
-        match self {
-            Style::Single if s.contains('\'') => Cow::Owned(s.replace('\'', "''")),
-            Style::Double if s.contains(['"', '\\']) => {
-                Cow::Owned(s.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-            _ => Cow::Borrowed(s),
+        let place = || match scalar.index {
+            Some(i) => format!("front-matter:{}[{i}]", scalar.key),
+            None => format!("front-matter:{}", scalar.key),
+        };
+        st.record(place, &written, action, reason, upstream.as_deref(), None);
+        if let Some(text) = proxied.and_then(|p| scalar.style.encode(&p)) {
+            out.extend_from_slice(&block[copied..scalar.span.start]);
+            out.extend_from_slice(text.as_bytes());
+            copied = scalar.span.end;
         }
     }
-}
-
-/// A one-line YAML scalar: its decoded value and the byte range of its content (inside the
-/// quotes) relative to where it starts.
-struct Scalar {
-    style: Style,
-    value: String,
-    inner: std::ops::Range<usize>,
-}
-
-impl Scalar {
-    fn parse(s: &str) -> Option<Scalar> {
-        let line = s.trim_end_matches(['\n', '\r']);
-        match line.as_bytes().first()? {
-            b'\'' => {
-                let mut value = String::new();
-                let mut i = 1;
-                let b = line.as_bytes();
-                loop {
-                    let rel = line[i..].find('\'')?;
-                    value.push_str(&line[i..i + rel]);
-                    i += rel;
-                    if b.get(i + 1) == Some(&b'\'') {
-                        value.push('\'');
-                        i += 2;
-                    } else {
-                        return Some(Scalar {
-                            style: Style::Single,
-                            value,
-                            inner: 1..i,
-                        });
-                    }
-                }
-            }
-            b'"' => {
-                let mut value = String::new();
-                let mut chars = line[1..].char_indices();
-                while let Some((i, c)) = chars.next() {
-                    match c {
-                        '"' => {
-                            return Some(Scalar {
-                                style: Style::Double,
-                                value,
-                                inner: 1..1 + i,
-                            });
-                        }
-                        '\\' => {
-                            let (_, e) = chars.next()?;
-                            match e {
-                                'x' | 'u' | 'U' => {
-                                    let n = match e {
-                                        'x' => 2,
-                                        'u' => 4,
-                                        _ => 8,
-                                    };
-                                    let mut hex = String::new();
-                                    for _ in 0..n {
-                                        hex.push(chars.next()?.1);
-                                    }
-                                    value
-                                        .push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                                }
-                                _ => value.push(match e {
-                                    'n' => '\n',
-                                    't' | '\t' => '\t',
-                                    'r' => '\r',
-                                    '0' => '\0',
-                                    ' ' => ' ',
-                                    '/' => '/',
-                                    '"' => '"',
-                                    '\\' => '\\',
-                                    '_' => '\u{a0}',
-                                    'N' => '\u{85}',
-                                    _ => return None,
-                                }),
-                            }
-                        }
-                        c => value.push(c),
-                    }
-                }
-                None
-            }
-            b'[' | b'{' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' => None,
-            _ => {
-                let end = line
-                    .find(" #")
-                    .or_else(|| line.find("\t#"))
-                    .unwrap_or(line.len());
-                let value = line[..end].trim_end();
-                Some(Scalar {
-                    style: Style::Plain,
-                    value: value.to_string(),
-                    inner: 0..value.len(),
-                })
-            }
-        }
+    out.extend_from_slice(&block[copied..]);
+    if let Some(malformed) = scan.malformed {
+        st.record(
+            || "front-matter".to_string(),
+            "",
+            Action::Skipped,
+            Cow::Owned(format!(
+                "front matter is not valid YAML at {malformed}; from there on it is left as written"
+            )),
+            None,
+            None,
+        );
     }
 }
 
@@ -315,16 +154,5 @@ mod tests {
         assert_eq!(opening(b"---\r\n"), Opening::At(5));
         assert_eq!(opening(b"<html>"), Opening::No);
         assert_eq!(opening(b"----\n"), Opening::No);
-    }
-
-    #[test]
-    fn scalars_decode_per_style() {
-        let s = Scalar::parse("'it''s' # c\n").unwrap();
-        assert_eq!((s.value.as_str(), s.inner), ("it's", 1..6));
-        let s = Scalar::parse("\"a\\\"b\\u0041\"\n").unwrap();
-        assert_eq!(s.value, "a\"bA");
-        let s = Scalar::parse("http://x/y.jpg # note\n").unwrap();
-        assert_eq!(s.value, "http://x/y.jpg");
-        assert!(Scalar::parse("'unterminated\n").is_none());
     }
 }

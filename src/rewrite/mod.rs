@@ -16,6 +16,7 @@ pub(crate) mod html;
 pub(crate) mod report;
 pub(crate) mod tag;
 pub(crate) mod wrappers;
+pub(crate) mod yaml;
 
 use std::sync::{Arc, Mutex};
 

@@ -16,6 +16,9 @@ pub struct Doc {
     pub kept: Vec<String>,
     /// When not empty, the upstream URLs the proxied ones must point at, in order.
     pub sources: Vec<&'static str>,
+    /// A post's front matter: each image key with the upstreams its values must be proxied
+    /// to, in order. Every other key must load as it did before.
+    pub front_matter: Vec<(&'static str, Vec<&'static str>)>,
 }
 
 /// Raw-text and RCDATA elements, each holding a wrapped `<img>` as text.
@@ -47,6 +50,7 @@ fn after(name: &'static str, trigger: &str) -> Doc {
         proxied: 1,
         kept,
         sources: vec![],
+        front_matter: vec![],
     }
 }
 
@@ -77,6 +81,7 @@ pub fn documents() -> Vec<Doc> {
             proxied: 4,
             kept: vec![],
             sources: vec![],
+            front_matter: vec![],
         },
         // Inside SVG, CDATA is text: nothing in it is an element.
         Doc {
@@ -87,9 +92,12 @@ pub fn documents() -> Vec<Doc> {
             proxied: 1,
             kept: vec![format!("<![CDATA[ if (a > b) {{ t = '{img}'; }} ]]>")],
             sources: vec![],
+            front_matter: vec![],
         },
         wrapper_forms(),
         hexo_theme(),
+        front_matter_blocks_and_flows(),
+        front_matter_escapes(),
     ]
 }
 
@@ -123,6 +131,7 @@ fn hexo_theme() -> Doc {
         proxied: 3 + 5 + 4 + 4,
         kept: vec!["src=\"/images/loading.gif\"".into()],
         sources: vec![],
+        front_matter: vec![],
     }
 }
 
@@ -150,6 +159,98 @@ fn wrapper_forms() -> Doc {
             "http://static.1sapp.com/b.jpeg?x=1&y=2",
             "http://static.1sapp.com/c.jpeg",
             "http://static.1sapp.com/d.jpeg",
+        ],
+        front_matter: vec![],
+    }
+}
+
+const FM: &str = "https://cors.zfour.workers.dev/?http://static.1sapp.com/fm";
+
+/// Block scalars, a flow sequence over two lines, and wrapped URLs where no image key is: in
+/// the text of another key and in a block scalar whose text looks like a key.
+fn front_matter_blocks_and_flows() -> Doc {
+    let text = format!(
+        "---\n\
+         title: 块标量与流式序列\n\
+         excerpt: '原图：{FM}/excerpt.jpeg 仅供参考'\n\
+         cover: >-\n  {FM}/cover.jpeg\n\
+         thumbnail: |-\n  {FM}/thumb.jpeg\n\
+         photos: ['{FM}/p1.jpeg', \"{FM}/p2.jpeg\",\n  '{FM}/p3.jpeg']\n\
+         tags: [hexo, \"a, b\"]\n\
+         summary: |\n  cover: {FM}/not-a-key.jpeg\n\
+         ---\n\
+         <p>正文 <img src=\"{FM}/body.jpeg\"></p>\n"
+    );
+    Doc {
+        name: "front-matter-blocks-and-flows.md",
+        html: text,
+        proxied: 1,
+        kept: vec![
+            format!("excerpt: '原图：{FM}/excerpt.jpeg 仅供参考'\n"),
+            format!("summary: |\n  cover: {FM}/not-a-key.jpeg\n"),
+            "cover: >-\n  /".into(),
+            "thumbnail: |-\n  /".into(),
+            "photos: ['/".into(),
+            "\",\n  '/".into(),
+        ],
+        sources: vec!["http://static.1sapp.com/fm/body.jpeg"],
+        front_matter: vec![
+            ("cover", vec!["http://static.1sapp.com/fm/cover.jpeg"]),
+            ("thumbnail", vec!["http://static.1sapp.com/fm/thumb.jpeg"]),
+            (
+                "photos",
+                vec![
+                    "http://static.1sapp.com/fm/p1.jpeg",
+                    "http://static.1sapp.com/fm/p2.jpeg",
+                    "http://static.1sapp.com/fm/p3.jpeg",
+                ],
+            ),
+        ],
+    }
+}
+
+/// Double-quoted escapes as JSON encoders write them, `''` inside a single-quoted URL, a plain
+/// URL with a comment, and a block list mixing styles, with CRLF line ends.
+fn front_matter_escapes() -> Doc {
+    let escaped = FM.replace('/', "\\/");
+    let lines = [
+        "---".to_string(),
+        "title: \"转义 \\\"quoted\\\"\"".to_string(),
+        format!("headimg: \"{escaped}\\/\\u914d\\u56fe.jpeg\""),
+        format!("thumbnail: '{FM}/it''s.jpeg'"),
+        format!("cover: {FM}/plain.jpeg # a comment stays"),
+        "photos:".to_string(),
+        format!("  - \"{FM}/b1.jpeg\""),
+        format!("  - {FM}/b2.jpeg"),
+        format!("  - >-\n    {FM}/b3.jpeg"),
+        "---".to_string(),
+        "body".to_string(),
+    ];
+    Doc {
+        name: "front-matter-escapes.md",
+        html: lines.join("\r\n").replace("-\n    ", "-\r\n    ") + "\r\n",
+        proxied: 0,
+        kept: vec![
+            "headimg: \"\\/".into(),
+            " # a comment stays\r\n".into(),
+            "  - >-\r\n    /".into(),
+        ],
+        sources: vec![],
+        front_matter: vec![
+            (
+                "headimg",
+                vec!["http://static.1sapp.com/fm/%E9%85%8D%E5%9B%BE.jpeg"],
+            ),
+            ("thumbnail", vec!["http://static.1sapp.com/fm/it's.jpeg"]),
+            ("cover", vec!["http://static.1sapp.com/fm/plain.jpeg"]),
+            (
+                "photos",
+                vec![
+                    "http://static.1sapp.com/fm/b1.jpeg",
+                    "http://static.1sapp.com/fm/b2.jpeg",
+                    "http://static.1sapp.com/fm/b3.jpeg",
+                ],
+            ),
         ],
     }
 }
