@@ -22,13 +22,13 @@ fn generated_documents_match_their_generator() {
     for doc in documents() {
         let path = dir().join(doc.name);
         if regenerate {
-            std::fs::write(&path, &doc.html).unwrap();
+            std::fs::write(&path, doc.bytes()).unwrap();
             continue;
         }
-        let stored = std::fs::read_to_string(&path)
+        let stored = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (IMGRELAY_REGENERATE=1 writes it)", doc.name));
         assert!(
-            stored == doc.html,
+            stored == doc.bytes(),
             "{} differs from what the generator builds",
             doc.name
         );
@@ -137,6 +137,34 @@ fn check(doc: &Doc, input: &str, output: &str, prefix: &str, signer: &UrlSigner)
     wrong
 }
 
+/// The text of a rewritten document, which must come out in the encoding and with the BOM it
+/// went in with.
+fn text_of(doc: &Doc, output: Vec<u8>) -> Result<String, String> {
+    let Some(big_endian) = doc.utf16 else {
+        return String::from_utf8(output).map_err(|e| format!("{}: {e}", doc.name));
+    };
+    let bom: &[u8] = if big_endian { b"\xFE\xFF" } else { b"\xFF\xFE" };
+    let Some(body) = output.strip_prefix(bom).filter(|b| b.len() % 2 == 0) else {
+        return Err(format!("{}: not UTF-16 with its BOM", doc.name));
+    };
+    let units: Vec<u16> = body
+        .chunks_exact(2)
+        .map(|p| {
+            let pair = [p[0], p[1]];
+            if big_endian {
+                u16::from_be_bytes(pair)
+            } else {
+                u16::from_le_bytes(pair)
+            }
+        })
+        .collect();
+    let text = String::from_utf16(&units).map_err(|e| format!("{}: {e}", doc.name))?;
+    if common::conformance::utf16_bytes(&text, big_endian) != body {
+        return Err(format!("{}: not in its byte order", doc.name));
+    }
+    Ok(text)
+}
+
 /// Posts go to the endpoint as Markdown, pages as HTML.
 fn content_type(doc: &Doc) -> &'static str {
     if doc.name.ends_with(".md") {
@@ -151,9 +179,11 @@ fn foreign_content_is_parsed_as_browsers_do_through_the_cli() {
     let env = cli::env("");
     let mut wrong = Vec::new();
     for doc in documents() {
-        let input = std::fs::read_to_string(dir().join(doc.name)).unwrap();
-        let out = String::from_utf8(cli::rewrite(&env, input.as_bytes())).unwrap();
-        wrong.extend(check(&doc, &input, &out, cli::PREFIX, &cli::signer()));
+        let input = std::fs::read(dir().join(doc.name)).unwrap();
+        match text_of(&doc, cli::rewrite(&env, &input)) {
+            Ok(out) => wrong.extend(check(&doc, &doc.html, &out, cli::PREFIX, &cli::signer())),
+            Err(e) => wrong.push(e),
+        }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
@@ -164,20 +194,48 @@ async fn foreign_content_is_parsed_as_browsers_do_through_the_endpoint() {
     let server = Server::in_process(&origin, &[]);
     let mut wrong = Vec::new();
     for doc in documents() {
-        let input = std::fs::read_to_string(dir().join(doc.name)).unwrap();
+        let input = std::fs::read(dir().join(doc.name)).unwrap();
         let reply = server
             .post_to(
                 server.admin,
                 "/_imgrelay/rewrite",
                 content_type(&doc),
-                input.clone().into_bytes(),
+                input,
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", doc.name);
-        let out = String::from_utf8(reply.body.to_vec()).unwrap();
-        wrong.extend(check(&doc, &input, &out, "/img", &server.signer));
+        match text_of(&doc, reply.body.to_vec()) {
+            Ok(out) => wrong.extend(check(&doc, &doc.html, &out, "/img", &server.signer)),
+            Err(e) => wrong.push(e),
+        }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A UTF-16 page known only from its transport charset (no BOM) comes back without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf16_from_the_transport_charset_is_rewritten_without_a_bom() {
+    let origin = Origin::start().await;
+    let server = Server::in_process(&origin, &[]);
+    let page = format!("<p><img src=\"{}\"></p>", common::conformance::WRAPPED);
+    let input = common::conformance::utf16_bytes(&page, true);
+    let reply = server
+        .post_to(
+            server.admin,
+            "/_imgrelay/rewrite",
+            "text/html; charset=utf-16be",
+            input,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let units: Vec<u16> = reply
+        .body
+        .chunks_exact(2)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    let text = String::from_utf16(&units).unwrap();
+    assert!(text.starts_with("<p><img src=\"/img/"), "{text}");
+    assert_eq!(server.proxied(text.as_bytes()).len(), 1);
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub(crate) mod hints;
 pub(crate) mod html;
 pub(crate) mod report;
 pub(crate) mod tag;
+pub(crate) mod utf16;
 pub(crate) mod wrappers;
 pub(crate) mod yaml;
 
@@ -28,6 +29,7 @@ pub use report::{Action, Counts, HintReport, RefReport};
 
 use doc_state::DocState;
 use tag::InputWindow;
+use utf16::{Utf16Decoder, Utf16Encoder};
 
 use crate::sync::lock;
 
@@ -44,7 +46,7 @@ pub enum DocKind {
 /// Why a document (or its remainder) was passed through unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Passthrough {
-    /// The whole document: its encoding cannot be streamed (UTF-16 …).
+    /// The whole document: its encoding cannot be read (`replacement`, for ISO-2022-KR …).
     UnsupportedEncoding(&'static str),
     /// The whole document: the front matter has no closing `---` line.
     UnterminatedFrontMatter,
@@ -117,12 +119,45 @@ enum Stage {
     Passthrough,
 }
 
+/// The caller's sink, behind the UTF-16 encoder when the document is UTF-16.
+struct Output<S> {
+    sink: S,
+    utf16: Option<Utf16Encoder>,
+}
+
+impl<S: FnMut(&[u8])> Output<S> {
+    fn emit(&mut self, bytes: &[u8]) {
+        match &mut self.utf16 {
+            Some(encoder) => {
+                let out = encoder.encode(bytes);
+                if !out.is_empty() {
+                    (self.sink)(out);
+                }
+                encoder.clear();
+            }
+            None => (self.sink)(bytes),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(encoder) = &mut self.utf16 {
+            let out = encoder.finish();
+            if !out.is_empty() {
+                (self.sink)(out);
+            }
+            encoder.clear();
+        }
+    }
+}
+
 /// A streaming rewriter for one document. `Send` when the sink is.
 pub struct Rewriter<S: FnMut(&[u8])> {
     ctx: Arc<RewriteContext>,
     kind: DocKind,
     charset_hint: Option<&'static Encoding>,
-    sink: S,
+    out: Output<S>,
+    /// Set for a UTF-16 document: what comes in is decoded before the stages see it.
+    utf16: Option<Utf16Decoder>,
     stage: Stage,
     state: Arc<Mutex<DocState>>,
     /// The input lol_html is working on, for the handlers.
@@ -148,7 +183,8 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             ctx,
             kind,
             charset_hint,
-            sink,
+            out: Output { sink, utf16: None },
+            utf16: None,
             stage: Stage::Sniffing(Vec::new()),
             state,
             window: Arc::default(),
@@ -172,6 +208,17 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
     /// Feeds one chunk; whatever goes wrong inside passes the rest through (see [`Passthrough`]),
     /// so writing never fails.
     pub fn write(&mut self, chunk: &[u8]) {
+        match self.utf16.take() {
+            Some(mut decoder) => {
+                decoder.decode(chunk, false, |utf8| self.feed(utf8));
+                self.utf16 = Some(decoder);
+            }
+            None => self.feed(chunk),
+        }
+    }
+
+    /// One chunk of the document as the stages read it: UTF-8 for a UTF-16 document.
+    fn feed(&mut self, chunk: &[u8]) {
         match &mut self.stage {
             Stage::Sniffing(buf) => {
                 buf.extend_from_slice(chunk);
@@ -187,13 +234,16 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
                 let result = write_lol(lol, &self.window, chunk);
                 self.after_lol(result);
             }
-            Stage::Passthrough => (self.sink)(chunk),
+            Stage::Passthrough => self.out.emit(chunk),
         }
     }
 
     pub fn end(mut self) -> Summary {
         if let Stage::Sniffing(_) = self.stage {
             self.start(true);
+        }
+        if let Some(mut decoder) = self.utf16.take() {
+            decoder.decode(&[], true, |utf8| self.feed(utf8));
         }
         if let Stage::FrontMatter(_) = self.stage {
             self.front_matter(true);
@@ -202,6 +252,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             let result = lol.end();
             self.after_lol(result);
         }
+        self.out.finish();
         let mut state = lock(&self.state);
         Summary {
             counts: state.counts,
@@ -213,7 +264,30 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
 
     /// Leaves the sniffing stage: decides kind and encoding from the buffered head.
     fn start(&mut self, at_end: bool) {
-        let Stage::Sniffing(head) = std::mem::replace(&mut self.stage, Stage::Passthrough) else {
+        let Stage::Sniffing(raw) = std::mem::replace(&mut self.stage, Stage::Passthrough) else {
+            return;
+        };
+        let sniffed = charset::sniff(&raw, self.charset_hint);
+        self.encoding = sniffed.encoding;
+        let (head, encoding) = match utf16::byte_order(sniffed.encoding) {
+            Some(big_endian) => {
+                let mut decoder = Utf16Decoder::new(sniffed.encoding);
+                let mut head = Vec::with_capacity(raw.len() * 3 / 2);
+                decoder.decode(&raw, false, |utf8| head.extend_from_slice(utf8));
+                let bom = sniffed.source == charset::Source::Bom;
+                self.out.utf16 = Some(Utf16Encoder::new(big_endian, bom));
+                self.utf16 = Some(decoder);
+                (head, Some(AsciiCompatibleEncoding::utf_8()))
+            }
+            None => (raw, AsciiCompatibleEncoding::new(sniffed.encoding)),
+        };
+        let Some(encoding) = encoding else {
+            self.passthrough = Some(Passthrough::UnsupportedEncoding(sniffed.encoding.name()));
+            tracing::debug!(
+                encoding = sniffed.encoding.name(),
+                "passing document through"
+            );
+            self.out.emit(&head);
             return;
         };
         let hexo = match self.kind {
@@ -221,23 +295,14 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
             DocKind::HexoPost => true,
             DocKind::Auto => matches!(front_matter::opening(&head), front_matter::Opening::At(_)),
         };
-        let sniffed = charset::sniff(&head, self.charset_hint);
-        self.encoding = sniffed.encoding;
-        let Some(encoding) = AsciiCompatibleEncoding::new(sniffed.encoding) else {
-            self.passthrough = Some(Passthrough::UnsupportedEncoding(sniffed.encoding.name()));
-            tracing::debug!(
-                encoding = sniffed.encoding.name(),
-                "passing document through"
-            );
-            (self.sink)(&head);
-            return;
-        };
         if hexo && matches!(front_matter::opening(&head), front_matter::Opening::At(_)) {
             self.stage = Stage::FrontMatter(head);
             self.front_matter(at_end);
             return;
         }
-        self.start_html(encoding, sniffed.source == charset::Source::Default, &head);
+        // A `<meta charset>` cannot switch a document that is being decoded from UTF-16.
+        let adjust_on_meta = sniffed.source == charset::Source::Default;
+        self.start_html(encoding, adjust_on_meta, &head);
     }
 
     fn start_html(
@@ -285,7 +350,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
                 if let Stage::FrontMatter(buf) =
                     std::mem::replace(&mut self.stage, Stage::Passthrough)
                 {
-                    (self.sink)(&buf);
+                    self.out.emit(&buf);
                 }
             }
             return;
@@ -295,9 +360,11 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         };
         let mut out = Vec::with_capacity(close + 256);
         front_matter::rewrite(&buf[..close], &mut lock(&self.state), &mut out);
-        (self.sink)(&out);
-        // Posts are UTF-8 (a BOM was left in the front matter block).
-        self.encoding = encoding_rs::UTF_8;
+        self.out.emit(&out);
+        // Posts are UTF-8 (a BOM was left in the front matter block), or UTF-16 decoded.
+        if self.out.utf16.is_none() {
+            self.encoding = encoding_rs::UTF_8;
+        }
         self.start_html(AsciiCompatibleEncoding::utf_8(), false, &buf[close..]);
     }
 
@@ -305,9 +372,10 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
     /// held, so the rest of the input simply passes through.
     fn after_lol(&mut self, result: Result<(), lol_html::errors::RewritingError>) {
         {
-            let mut pending = lock(&self.pending);
+            let shared = self.pending.clone();
+            let mut pending = lock(&shared);
             if !pending.is_empty() {
-                (self.sink)(&pending);
+                self.out.emit(&pending);
                 pending.clear();
             }
         }

@@ -19,6 +19,30 @@ pub struct Doc {
     /// A post's front matter: each image key with the upstreams its values must be proxied
     /// to, in order. Every other key must load as it did before.
     pub front_matter: Vec<(&'static str, Vec<&'static str>)>,
+    /// Stored as UTF-16 (`Some(big_endian)`, with a BOM) instead of UTF-8.
+    pub utf16: Option<bool>,
+}
+
+impl Doc {
+    /// The document's bytes as stored and rewritten.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self.utf16 {
+            None => self.html.clone().into_bytes(),
+            Some(big_endian) => utf16_bytes(&format!("\u{feff}{}", self.html), big_endian),
+        }
+    }
+}
+
+pub fn utf16_bytes(text: &str, big_endian: bool) -> Vec<u8> {
+    text.encode_utf16()
+        .flat_map(|u| {
+            if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
+        .collect()
 }
 
 /// Raw-text and RCDATA elements, each holding a wrapped `<img>` as text.
@@ -51,6 +75,7 @@ fn after(name: &'static str, trigger: &str) -> Doc {
         kept,
         sources: vec![],
         front_matter: vec![],
+        utf16: None,
     }
 }
 
@@ -82,6 +107,7 @@ pub fn documents() -> Vec<Doc> {
             kept: vec![],
             sources: vec![],
             front_matter: vec![],
+            utf16: None,
         },
         // Inside SVG, CDATA is text: nothing in it is an element.
         Doc {
@@ -93,11 +119,14 @@ pub fn documents() -> Vec<Doc> {
             kept: vec![format!("<![CDATA[ if (a > b) {{ t = '{img}'; }} ]]>")],
             sources: vec![],
             front_matter: vec![],
+            utf16: None,
         },
         wrapper_forms(),
         hexo_theme(),
         front_matter_blocks_and_flows(),
         front_matter_escapes(),
+        utf16_page("utf16le-page.html", false),
+        utf16_page("utf16be-page.html", true),
     ]
 }
 
@@ -132,6 +161,7 @@ fn hexo_theme() -> Doc {
         kept: vec!["src=\"/images/loading.gif\"".into()],
         sources: vec![],
         front_matter: vec![],
+        utf16: None,
     }
 }
 
@@ -161,6 +191,7 @@ fn wrapper_forms() -> Doc {
             "http://static.1sapp.com/d.jpeg",
         ],
         front_matter: vec![],
+        utf16: None,
     }
 }
 
@@ -206,6 +237,34 @@ fn front_matter_blocks_and_flows() -> Doc {
                 ],
             ),
         ],
+        utf16: None,
+    }
+}
+
+/// A UTF-16 page (Windows editors save them), whose `<meta charset>` must not switch it, with
+/// an image in an attribute, one in a `style` URL, and one in a script that stays as it is.
+fn utf16_page(name: &'static str, big_endian: bool) -> Doc {
+    let u = |p: &str| format!("https://cors.zfour.workers.dev/?http://static.1sapp.com/u16/{p}");
+    let (a, bg) = (u("配图.jpeg"), u("bg.jpeg"));
+    let script = format!("<script>var t='<img src=\"{WRAPPED}\">';</script>");
+    Doc {
+        name,
+        html: format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>UTF-16 页面</title></head><body>\r\n\
+             <p>正文 <img src=\"{a}\" data-size=\"640,422\" alt=\"配图\"></p>\r\n\
+             <div style=\"background-image: url('{bg}')\">文字 😀</div>\r\n{script}\r\n</body></html>\r\n"
+        ),
+        // src and its 320w, 640w candidates; the style URL.
+        proxied: 4,
+        kept: vec![script, "alt=\"配图\"".into(), "文字 😀".into()],
+        sources: vec![
+            "http://static.1sapp.com/u16/%E9%85%8D%E5%9B%BE.jpeg",
+            "http://static.1sapp.com/u16/%E9%85%8D%E5%9B%BE.jpeg",
+            "http://static.1sapp.com/u16/%E9%85%8D%E5%9B%BE.jpeg",
+            "http://static.1sapp.com/u16/bg.jpeg",
+        ],
+        front_matter: vec![],
+        utf16: Some(big_endian),
     }
 }
 
@@ -252,5 +311,6 @@ fn front_matter_escapes() -> Doc {
                 ],
             ),
         ],
+        utf16: None,
     }
 }
