@@ -6,9 +6,10 @@
 #   benches/load.sh                  # whole run (a few minutes)
 #   LOAD_ROUNDS=5 benches/load.sh    # more rounds
 #   LOAD_ONLY=nginx benches/load.sh  # the nginx half alone (no imgrelay build)
+#   LOAD_SCENARIOS=hit benches/load.sh  # the hit scenario alone
 #
 # Environment: LOAD_ROUNDS (3), LOAD_HIT_SECONDS (8), LOAD_MISS_SECONDS (6), LOAD_MISS_CONNECTIONS (8),
-# LOAD_ONLY (imgrelay|nginx), LOAD_KEEP=1 keeps the temp dir, LOAD_OUT=FILE also writes the report there,
+# LOAD_ONLY (imgrelay|nginx), LOAD_SCENARIOS (hit,miss), LOAD_KEEP=1 keeps the temp dir, LOAD_OUT=FILE also writes the report there,
 # LOAD_BIN=PATH uses that imgrelay binary instead of `cargo build --release`, LOAD_IMGRELAY_ENV="VAR=VALUE …"
 # sets environment variables for the imgrelay process.
 #
@@ -29,13 +30,15 @@ MISS_SECONDS=${LOAD_MISS_SECONDS:-6}
 HIT_CONNECTIONS=64
 MISS_CONNECTIONS=${LOAD_MISS_CONNECTIONS:-8}
 ONLY=${LOAD_ONLY:-}
+SCENARIOS=${LOAD_SCENARIOS:-hit,miss}
 COMMAND="$0${*:+ $*}"
-for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY LOAD_BIN \
-    LOAD_IMGRELAY_ENV; do
+for v in LOAD_ROUNDS LOAD_HIT_SECONDS LOAD_MISS_SECONDS LOAD_MISS_CONNECTIONS LOAD_ONLY LOAD_SCENARIOS \
+    LOAD_BIN LOAD_IMGRELAY_ENV; do
     [[ -n "${!v:-}" ]] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 
 run_imgrelay() { [[ "$ONLY" != nginx ]]; }
+scenario() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
 run_nginx() { [[ "$ONLY" != imgrelay ]]; }
 
 bench_setup
@@ -151,7 +154,7 @@ done
 
 # --- scenarios -------------------------------------------------------------------------------------
 HIT_LABEL="hit: 640x422 → fit 320x211, ${HIT_CONNECTIONS} conn"
-for round in $(seq "$ROUNDS"); do
+scenario hit && for round in $(seq "$ROUNDS"); do
     for s in "${SERVERS[@]}"; do
         port=$(port_of "$s")
         read -r -a pids < <(cpu_pids_of "$s" | tr , ' ')
@@ -169,7 +172,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-for src in "${MISS_SOURCES[@]}"; do
+scenario miss && for src in "${MISS_SOURCES[@]}"; do
     label="miss: ${src#photo-} → fit ≤640x480, ${MISS_CONNECTIONS} conn"
     label=${label/.jpg/}
     for round in $(seq "$ROUNDS"); do
@@ -184,7 +187,7 @@ for src in "${MISS_SOURCES[@]}"; do
 done
 
 MEM_LABEL="memory after the miss scenarios"
-if run_imgrelay; then
+if run_imgrelay && scenario miss; then
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "peak RSS MB" imgrelay \
         "$(( $("${HELPER[@]}" hwm "$IMGRELAY_PID") / 1024 ))"
     # What the in-memory caches hold by then (nginx keeps its cache on disk, outside its RSS).
@@ -192,7 +195,7 @@ if run_imgrelay; then
         awk '/^imgrelay_cache_bytes\{/ { sum += $2 } END { printf "%d", sum / 1048576 }')
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "cache contents MB (variants + sources)" imgrelay "$cached"
 fi
-if run_nginx; then
+if run_nginx && scenario miss; then
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "peak RSS MB" nginx \
         "$(( $("${HELPER[@]}" hwm "${NGINX_WORKERS[@]}") / 1024 ))"
 fi

@@ -406,6 +406,14 @@ where
         self.flight.abandoned()
     }
 
+    /// The cached value for `key` if there is one, counted as a hit. A miss counts nothing: the
+    /// [`Cache::get_or_compute`] that follows it does.
+    pub(crate) fn hit(&self, key: &K) -> Option<V> {
+        let v = self.store.lru.peek_fresh(key)?;
+        CacheStats::add(&self.stats().hits, 1);
+        Some(v)
+    }
+
     /// The cached value for `key`, or the result of `work` run once for all concurrent callers.
     /// The work runs to its end and fills the cache even when every caller has gone.
     pub(crate) async fn get_or_compute<F, Fut>(&self, key: K, work: F) -> (Result<V, E>, Lookup)

@@ -95,12 +95,7 @@ impl UrlSigner {
     /// Verifies `{signature}/{options}/{source}` (the request path after the prefix and its
     /// slash). The signature is checked before anything is decoded.
     pub fn verify_path(&self, path: &str) -> Result<ProxyRequest, UrlError> {
-        let malformed = UrlError::Malformed("expected /{signature}/{options}/{source}");
-        let (signature, payload) = path.split_once('/').ok_or(malformed.clone())?;
-        let (options, source) = payload.split_once('/').ok_or(malformed.clone())?;
-        if signature.is_empty() || options.is_empty() || source.is_empty() || source.contains('/') {
-            return Err(malformed);
-        }
+        let (signature, payload, options, source) = segments(path)?;
         if !self.keys.verify(payload, signature) {
             return Err(UrlError::BadSignature);
         }
@@ -109,6 +104,24 @@ impl UrlSigner {
         let source = parse_source(&text)?;
         Ok(ProxyRequest { options, source })
     }
+}
+
+/// A proxy path's signature, signed payload, options and source segments, checked for shape.
+fn segments(path: &str) -> Result<(&str, &str, &str, &str), UrlError> {
+    let malformed = UrlError::Malformed("expected /{signature}/{options}/{source}");
+    let (signature, payload) = path.split_once('/').ok_or(malformed.clone())?;
+    let (options, source) = payload.split_once('/').ok_or(malformed.clone())?;
+    if signature.is_empty() || options.is_empty() || source.is_empty() || source.contains('/') {
+        return Err(malformed);
+    }
+    Ok((signature, payload, options, source))
+}
+
+/// The options of a proxy path, not verified: enough to look up a path that was verified when
+/// it was cached, and nothing else may rely on them.
+pub fn unverified_options(path: &str) -> Option<Options> {
+    let (_, _, options, _) = segments(path).ok()?;
+    Options::parse(options).ok()
 }
 
 /// Decodes the source URL of a proxy URL without verifying it (reports and tests).

@@ -116,6 +116,16 @@ async fn signature_and_canonical_options_are_checked_before_anything() {
     let health = server.get("/_imgrelay/healthz").await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(&health.body[..], b"ok\n");
+
+    // Hits are found by the path as requested, before its signature is checked again: once the
+    // genuine path is cached, the tampered ones must still be refused.
+    assert_eq!(server.get(&path).await.status, StatusCode::OK);
+    assert_eq!(server.get(&path).await.header("x-cache"), "HIT");
+    for forged in [&tampered, &resized] {
+        let r = server.get(forged).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{forged}");
+        assert!(r.body.len() < 200, "no image bytes for {forged}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

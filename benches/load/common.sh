@@ -199,8 +199,9 @@ quality = 80
 memory_mb = 256
 source_memory_mb = 64
 
+# The default: one access line per request, as a deployment runs it.
 [log]
-level = "warn"
+level = "info"
 EOF
     SIGN="$BIN sign --config $IMGRELAY_CONFIG"
 }

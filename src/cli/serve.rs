@@ -1,6 +1,6 @@
 //! `imgrelay serve`: logging, key ring, listener, signals.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +9,12 @@ use crate::config::{LogSettings, Settings};
 use crate::server::connections::{connection_budget, ConnLimits};
 use crate::server::{self, AppState, Listeners};
 use crate::signing::KeyRing;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 pub fn run(settings: Settings) -> ExitCode {
-    init_logging(&settings.log);
+    // Held to the end: dropping it flushes the lines still queued.
+    let _log = init_logging(&settings.log);
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -41,20 +43,32 @@ pub fn run(settings: Settings) -> ExitCode {
     }
 }
 
-fn init_logging(log: &LogSettings) {
+/// Log lines queued for the writer thread at most. Beyond that lines are dropped, not waited
+/// for: a slow terminal, pipe or disk must not hold up requests.
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// Requests format their line and queue it; one thread writes the queue to stderr, many lines
+/// per write while the server is busy, and flushes whenever the queue runs empty.
+fn init_logging(log: &LogSettings) -> WorkerGuard {
     // RUST_LOG wins over log.level so one run can be debugged without editing the config.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("imgrelay-log")
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if log.json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    guard
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {

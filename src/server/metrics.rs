@@ -32,16 +32,50 @@ impl Histogram {
     }
 }
 
-/// Every answered request is counted and timed under one lock.
+/// Answered requests, counted and timed.
 #[derive(Debug, Default, Clone)]
 struct Responses {
     counts: BTreeMap<(&'static str, u16), u64>,
     latency: BTreeMap<&'static str, Histogram>,
 }
 
+impl Responses {
+    fn add(&mut self, other: &Responses) {
+        for (key, n) in &other.counts {
+            *self.counts.entry(*key).or_default() += n;
+        }
+        for (route, h) in &other.latency {
+            let sum = self.latency.entry(route).or_default();
+            for (a, b) in sum.buckets.iter_mut().zip(h.buckets) {
+                *a += b;
+            }
+            sum.count += h.count;
+            sum.sum += h.sum;
+        }
+    }
+}
+
+/// Request counters are kept in this many shards, each thread writing to its own, so that
+/// runtime threads answering at once do not queue on one lock; a scrape sums them.
+const RESPONSE_SHARDS: usize = 8;
+
+/// A value alone on its cache lines, so that shards written by different cores do not share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The shard the calling thread writes to.
+fn response_shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: usize = (NEXT.fetch_add(1, Ordering::Relaxed) % RESPONSE_SHARDS as u64) as usize;
+    }
+    SHARD.with(|s| *s)
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    responses: Mutex<Responses>,
+    responses: [Padded<Mutex<Responses>>; RESPONSE_SHARDS],
     upstream_errors: Mutex<BTreeMap<&'static str, u64>>,
     page_proxy_errors: Mutex<BTreeMap<&'static str, u64>>,
     rewrite_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -77,7 +111,7 @@ impl Metrics {
     /// One answered request; `elapsed` is the time until its response head was ready
     /// (streamed bodies continue after it).
     pub(crate) fn response(&self, route: &'static str, status: u16, elapsed: Duration) {
-        let mut r = lock(&self.responses);
+        let mut r = lock(&self.responses[response_shard()].0);
         *r.counts.entry((route, status)).or_default() += 1;
         r.latency
             .entry(route)
@@ -133,7 +167,10 @@ impl Metrics {
         fetches: StageLoad,
     ) -> String {
         let mut out = String::new();
-        let responses = lock(&self.responses).clone();
+        let mut responses = Responses::default();
+        for shard in &self.responses {
+            responses.add(&lock(&shard.0));
+        }
         out.push_str("# TYPE imgrelay_requests_total counter\n");
         for ((route, status), n) in &responses.counts {
             let _ = writeln!(

@@ -36,17 +36,18 @@ impl Weigh for Variant {
     }
 }
 
-/// One image has one cache entry per option set and per set of formats the client accepts.
+/// One image has one cache entry per signed path (source and options) and per set of formats
+/// the client accepts. Keyed by the path as requested, so that a hit is found before, and
+/// instead of, verifying the signature again: an entry exists only for a path that verified.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct VariantKey {
-    source: String,
-    options: Options,
+    path: String,
     formats: FormatSet,
 }
 
 impl Weigh for VariantKey {
     fn weight(&self) -> u64 {
-        self.source.weight()
+        self.path.weight()
     }
 }
 
@@ -146,16 +147,24 @@ impl ImageRoute {
         path: &str,
     ) -> Result<Response<Body>, RouteError> {
         respond::allow(method, respond::READ)?;
-        let request = self.signer.verify_path(path)?;
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        let formats = pipeline::negotiate(
-            accept,
-            &self.work.settings.preference,
-            request.options.format,
-        );
+        let negotiate = |options: &Options| {
+            pipeline::negotiate(accept, &self.work.settings.preference, options.format)
+        };
+        // The hit path: the exact path was verified when its entry was made.
+        if let Some(options) = crate::urls::unverified_options(path) {
+            let key = VariantKey {
+                path: path.to_owned(),
+                formats: negotiate(&options),
+            };
+            if let Some(variant) = self.variants.hit(&key) {
+                return Ok(self.variant_response(method, headers, &variant, Lookup::Hit));
+            }
+        }
+        let request = self.signer.verify_path(path)?;
+        let formats = negotiate(&request.options);
         let key = VariantKey {
-            source: request.source.to_string(),
-            options: request.options,
+            path: path.to_owned(),
             formats,
         };
         let work = self.work.clone();
