@@ -164,11 +164,36 @@ impl Options {
                 return Err(bad("unknown flag"));
             }
         }
-        let canonical = opts.to_string();
-        if canonical != s {
-            return Err(OptionsError::NonCanonical { canonical });
+        if !opts.displays_as(s) {
+            return Err(OptionsError::NonCanonical {
+                canonical: opts.to_string(),
+            });
         }
         Ok(opts)
+    }
+
+    /// Whether these options are written exactly `s`, checked without building the string (every
+    /// image request parses its options).
+    fn displays_as(&self, s: &str) -> bool {
+        struct Compare<'a> {
+            rest: &'a str,
+            same: bool,
+        }
+        impl fmt::Write for Compare<'_> {
+            fn write_str(&mut self, part: &str) -> fmt::Result {
+                match self.rest.strip_prefix(part) {
+                    Some(rest) => self.rest = rest,
+                    None => self.same = false,
+                }
+                Ok(())
+            }
+        }
+        let mut compare = Compare {
+            rest: s,
+            same: true,
+        };
+        let _ = fmt::Write::write_fmt(&mut compare, format_args!("{self}"));
+        compare.same && compare.rest.is_empty()
     }
 }
 
