@@ -75,8 +75,9 @@ async fn serves_variants_with_http_caching_headers() {
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(origin.hits("/photo-640x422.jpg"), 1);
 
-    // One log line per request, with status and cache outcome.
+    // One log line per request, with status and cache outcome, and none of them dropped.
     server.wait_for_log(|l| l.contains("status=200") && l.contains("cache=HIT"));
+    assert_eq!(server.metric("imgrelay_log_lines_dropped_total").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,12 +9,12 @@ use crate::config::{LogSettings, Settings};
 use crate::server::connections::{connection_budget, ConnLimits};
 use crate::server::{self, AppState, Listeners};
 use crate::signing::KeyRing;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 pub fn run(settings: Settings) -> ExitCode {
-    // Held to the end: dropping it flushes the lines still queued.
-    let _log = init_logging(&settings.log);
+    // The guard is held to the end: dropping it flushes the lines still queued.
+    let (_log, log_drops) = init_logging(&settings.log);
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -33,7 +33,7 @@ pub fn run(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings)) {
+    match runtime.block_on(serve(settings, log_drops)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -49,7 +49,7 @@ const LOG_QUEUE_LINES: usize = 16_384;
 
 /// Requests format their line and queue it; one thread writes the queue to stderr, many lines
 /// per write while the server is busy, and flushes whenever the queue runs empty.
-fn init_logging(log: &LogSettings) -> WorkerGuard {
+fn init_logging(log: &LogSettings) -> (WorkerGuard, ErrorCounter) {
     // RUST_LOG wins over log.level so one run can be debugged without editing the config.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
@@ -59,6 +59,7 @@ fn init_logging(log: &LogSettings) -> WorkerGuard {
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("imgrelay-log")
         .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let drops = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -68,10 +69,10 @@ fn init_logging(log: &LogSettings) -> WorkerGuard {
     } else {
         builder.try_init()
     };
-    guard
+    (guard, drops)
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
+async fn serve(settings: Settings, log_drops: ErrorCounter) -> Result<(), String> {
     let (keys, created) =
         KeyRing::load_or_create(&settings.keys).map_err(|e| format!("signing key: {e}"))?;
     for warning in keys.warnings() {
@@ -92,6 +93,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         );
     }
     let state = Arc::new(AppState::new(&serve, settings.rewrite, keys));
+    state.count_log_drops(log_drops);
     // Descriptors beyond client connections: upstream fetches, origin connections, the control
     // plane, files and the runtime's own.
     let reserve = serve.image.max_fetches as u64 + server::CONTROL_MAX_CONNECTIONS as u64 + 64;

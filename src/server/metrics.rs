@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::cache::CacheStats;
 use crate::sync::lock;
@@ -89,6 +91,8 @@ pub(crate) struct Metrics {
     pub upstream_fetches: AtomicU64,
     /// Transforms run (after the variant cache and single-flight).
     pub transforms: AtomicU64,
+    /// Access and error lines dropped because the log writer fell behind.
+    log_drops: OnceLock<ErrorCounter>,
 }
 
 /// How full one bounded stage (transforms, fetches) is.
@@ -154,6 +158,11 @@ impl Metrics {
         *lock(&self.connection_closes)
             .entry((plane, reason))
             .or_default() += 1;
+    }
+
+    /// Where the log writer counts the lines it had to drop.
+    pub(crate) fn count_log_drops(&self, counter: ErrorCounter) {
+        let _ = self.log_drops.set(counter);
     }
 
     pub(crate) fn accept_error(&self, plane: &'static str) {
@@ -232,6 +241,13 @@ impl Metrics {
             );
         }
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        if let Some(drops) = self.log_drops.get() {
+            let _ = writeln!(
+                out,
+                "# TYPE imgrelay_log_lines_dropped_total counter\nimgrelay_log_lines_dropped_total {}",
+                drops.dropped_lines()
+            );
+        }
         let _ = writeln!(
             out,
             "# TYPE imgrelay_upstream_fetches_total counter\nimgrelay_upstream_fetches_total {}",

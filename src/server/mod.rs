@@ -149,6 +149,11 @@ impl AppState {
         }
     }
 
+    /// Shows in the metrics how many log lines the writer had to drop.
+    pub(crate) fn count_log_drops(&self, counter: tracing_appender::non_blocking::ErrorCounter) {
+        self.metrics.count_log_drops(counter);
+    }
+
     fn classify(&self, plane: Plane, path: &str) -> Route {
         match (plane, path) {
             (_, "/_imgrelay/healthz") => Route::Health,

@@ -151,22 +151,22 @@ impl ImageRoute {
         let negotiate = |options: &Options| {
             pipeline::negotiate(accept, &self.work.settings.preference, options.format)
         };
-        // The hit path: the exact path was verified when its entry was made.
-        if let Some(options) = crate::urls::unverified_options(path) {
-            let key = VariantKey {
-                path: path.to_owned(),
-                formats: negotiate(&options),
-            };
-            if let Some(variant) = self.variants.hit(&key) {
-                return Ok(self.variant_response(method, headers, &variant, Lookup::Hit));
-            }
+        // The hit path: the exact path was verified when its entry was made. Options that do not
+        // parse cannot be in the cache, and verifying reports why.
+        let key = crate::urls::unverified_options(path).map(|options| VariantKey {
+            path: path.to_owned(),
+            formats: negotiate(&options),
+        });
+        if let Some(variant) = key.as_ref().and_then(|key| self.variants.hit(key)) {
+            return Ok(self.variant_response(method, headers, &variant, Lookup::Hit));
         }
         let request = self.signer.verify_path(path)?;
-        let formats = negotiate(&request.options);
-        let key = VariantKey {
+        // The verified options are the ones parsed above: the same bytes.
+        let key = key.unwrap_or_else(|| VariantKey {
             path: path.to_owned(),
-            formats,
-        };
+            formats: negotiate(&request.options),
+        });
+        let formats = key.formats;
         let work = self.work.clone();
         let (result, lookup) = self
             .variants
