@@ -248,7 +248,7 @@ impl AppState {
         self.metrics.response(route.name(), status, elapsed);
         let cache = response
             .headers()
-            .get("x-cache")
+            .get(&respond::X_CACHE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         tracing::info!(
@@ -265,6 +265,10 @@ impl AppState {
 
 /// At most `LOGGED_PATH_CHARS` characters of `path`.
 fn logged_path(path: &str) -> &str {
+    // No more bytes than that is no more characters either: the usual case, without a scan.
+    if path.len() <= LOGGED_PATH_CHARS {
+        return path;
+    }
     path.char_indices()
         .nth(LOGGED_PATH_CHARS)
         .map_or(path, |(end, _)| &path[..end])

@@ -1,7 +1,7 @@
 //! What the answers imgrelay writes itself have in common: the methods a route takes, the
 //! headers that keep an answer inert in a browser, and small text answers.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::body::{empty, full, Body};
@@ -9,6 +9,9 @@ use super::error::RouteError;
 
 /// No script, no plugin, no frame: what every answer of imgrelay's own is allowed to do.
 pub(crate) const SANDBOX_CSP: &str = "default-src 'none'; sandbox";
+
+/// The cache outcome of an image answer (`HIT`, `MISS`), which the access log reads back.
+pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// The methods of routes that only read.
 pub(crate) const READ: (&[Method], &str) = (&[Method::GET, Method::HEAD], "GET, HEAD");

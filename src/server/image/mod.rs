@@ -263,7 +263,7 @@ impl ImageRoute {
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
         respond::inert(h);
         h.insert(
-            "x-cache",
+            respond::X_CACHE,
             HeaderValue::from_static(if lookup == Lookup::Hit { "HIT" } else { "MISS" }),
         );
         if status == StatusCode::OK {
