@@ -119,7 +119,7 @@ fn segments(path: &str) -> Result<(&str, &str, &str, &str), UrlError> {
 
 /// The options of a proxy path, not verified: enough to look up a path that was verified when
 /// it was cached, and nothing else may rely on them.
-pub fn unverified_options(path: &str) -> Option<Options> {
+pub(crate) fn unverified_options(path: &str) -> Option<Options> {
     let (_, _, options, _) = segments(path).ok()?;
     Options::parse(options).ok()
 }
