@@ -33,6 +33,25 @@ impl Doc {
     }
 }
 
+/// UTF-16 bytes (no BOM) as text; `None` when they are not whole, valid UTF-16.
+pub fn utf16_text(bytes: &[u8], big_endian: bool) -> Option<String> {
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|p| {
+            let pair = [p[0], p[1]];
+            if big_endian {
+                u16::from_be_bytes(pair)
+            } else {
+                u16::from_le_bytes(pair)
+            }
+        })
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
 pub fn utf16_bytes(text: &str, big_endian: bool) -> Vec<u8> {
     text.encode_utf16()
         .flat_map(|u| {
