@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod rewrite;
 mod secret_file;
 mod server;
+mod shared_cache;
 pub mod signing;
 mod sync;
 pub mod urls;

@@ -89,8 +89,15 @@ impl Key {
     }
 
     fn mac(&self, message: &[u8]) -> [u8; SIGNATURE_BYTES] {
+        self.mac_parts(&[message])
+    }
+
+    /// The MAC of the concatenated `parts`, without concatenating them.
+    fn mac_parts(&self, parts: &[&[u8]]) -> [u8; SIGNATURE_BYTES] {
         let mut mac = self.keyed.clone();
-        mac.update(message);
+        for part in parts {
+            mac.update(part);
+        }
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; SIGNATURE_BYTES];
         out.copy_from_slice(&full[..SIGNATURE_BYTES]);
@@ -173,6 +180,23 @@ impl KeyRing {
 
     pub fn sign(&self, message: &str) -> String {
         self.signing_key().sign(message)
+    }
+
+    /// A tag over `parts` made with the signing key, for data this service stores outside
+    /// itself (the shared cache) and must recognise as its own when it reads it back. Callers
+    /// begin `parts` with a label containing a NUL byte, which no signed URL payload contains,
+    /// so a tag can never pass as a URL signature.
+    pub fn seal(&self, parts: &[&[u8]]) -> [u8; SIGNATURE_BYTES] {
+        self.signing_key().mac_parts(parts)
+    }
+
+    /// Whether `tag` is [`KeyRing::seal`] of `parts` under any key of the ring (constant-time).
+    pub fn opens(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut ok = subtle::Choice::from(0);
+        for key in &self.keys {
+            ok |= key.mac_parts(parts).ct_eq(tag);
+        }
+        ok.into()
     }
 
     /// Constant-time check of a base64url signature against every key of the ring.

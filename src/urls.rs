@@ -75,6 +75,10 @@ impl UrlSigner {
         }
     }
 
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
     /// The public proxied URL for `source` with `options`.
     pub fn url_for(&self, source: &Url, options: &Options) -> String {
         let path = self.sign_path(source, options);

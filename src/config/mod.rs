@@ -40,6 +40,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub image: ImageConfig,
     pub cache: CacheConfig,
+    pub shared_cache: SharedCacheConfig,
     pub http: HttpConfig,
     pub origin: OriginConfig,
     pub log: LogConfig,
@@ -269,6 +270,50 @@ impl Default for CacheConfig {
             source_memory_mb: 64,
             max_entry_bytes: 8 * 1024 * 1024,
             negative_ttl_s: 30,
+        }
+    }
+}
+
+/// `[shared_cache]`: a Redis (or Redis Cluster) tier behind the memory caches, shared by every
+/// instance; off while neither `url` nor `cluster_nodes` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedCacheConfig {
+    /// `redis://[user:password@]host:port/db`, `rediss://…` for TLS; empty: no single server.
+    pub url: String,
+    /// Seed nodes of a Redis Cluster, instead of `url`.
+    pub cluster_nodes: Vec<String>,
+    pub key_prefix: String,
+    /// Longest wait for one command; slower counts as an error.
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// After an error the tier is left alone this long, so a dead Redis costs one timeout.
+    pub retry_ms: u64,
+    pub ttl_s: u64,
+    /// Larger variants and sources are not written to the tier.
+    pub max_entry_bytes: u64,
+    /// How long a lease on a variant being made lasts when its owner never releases it.
+    pub lease_ms: u64,
+    /// How long an instance waits for another instance's result before doing the work itself.
+    pub lease_wait_ms: u64,
+    /// Writes queued at once; more are dropped (the response never waits for them).
+    pub max_pending_writes: usize,
+}
+
+impl Default for SharedCacheConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            cluster_nodes: Vec::new(),
+            key_prefix: "imgrelay:".into(),
+            timeout_ms: 250,
+            connect_timeout_ms: 1000,
+            retry_ms: 1000,
+            ttl_s: 7 * 24 * 3600,
+            max_entry_bytes: 8 * 1024 * 1024,
+            lease_ms: 15_000,
+            lease_wait_ms: 5_000,
+            max_pending_writes: 64,
         }
     }
 }

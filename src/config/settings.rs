@@ -13,7 +13,10 @@ use http::header::HeaderValue;
 use http::Uri;
 use rustls::pki_types::CertificateDer;
 
-use super::{Config, ConfigError, ImageConfig, RewriteConfig, ServerConfig, UpstreamConfig};
+use super::{
+    Config, ConfigError, ImageConfig, RewriteConfig, ServerConfig, SharedCacheConfig,
+    UpstreamConfig,
+};
 use crate::fetch::FetchSettings;
 use crate::hosts::HostSet;
 use crate::pipeline::{Format, Limits};
@@ -25,6 +28,7 @@ use crate::server::connections::ConnLimits;
 use crate::server::image::{CacheSettings, ImageSettings, TransformSettings};
 use crate::server::page::OriginSettings;
 use crate::server::ServeSettings;
+use crate::shared_cache::{SharedCacheSettings, Target};
 use crate::signing::KeyFiles;
 
 const MB: u64 = 1024 * 1024;
@@ -411,6 +415,7 @@ fn image(c: &Config, p: &mut Problems) -> Option<ImageSettings> {
     let fetch_queue = p.positive("upstream.fetch_queue", c.upstream.fetch_queue);
     let max_entry_bytes = p.positive("cache.max_entry_bytes", c.cache.max_entry_bytes);
     let cache_control = p.header("http.cache_control", &c.http.cache_control);
+    let shared = shared_cache(&c.shared_cache, p);
     Some(ImageSettings {
         transform: TransformSettings {
             preference: preference?,
@@ -437,7 +442,58 @@ fn image(c: &Config, p: &mut Problems) -> Option<ImageSettings> {
             negative_ttl: Duration::from_secs(c.cache.negative_ttl_s),
         },
         cache_control: cache_control?,
+        shared: shared?,
     })
+}
+
+/// `[shared_cache]`: `None` when off.
+fn shared_cache(c: &SharedCacheConfig, p: &mut Problems) -> Option<Option<SharedCacheSettings>> {
+    let times = p.all_positive([
+        ("shared_cache.timeout_ms", c.timeout_ms),
+        ("shared_cache.connect_timeout_ms", c.connect_timeout_ms),
+        ("shared_cache.retry_ms", c.retry_ms),
+        ("shared_cache.lease_ms", c.lease_ms),
+        ("shared_cache.lease_wait_ms", c.lease_wait_ms),
+    ]);
+    let ttl = p.secs("shared_cache.ttl_s", c.ttl_s);
+    let max_entry_bytes = p.positive("shared_cache.max_entry_bytes", c.max_entry_bytes);
+    let max_pending_writes = p.positive("shared_cache.max_pending_writes", c.max_pending_writes);
+    let target = match (c.url.is_empty(), c.cluster_nodes.is_empty()) {
+        (true, true) => return Some(None),
+        (false, false) => {
+            p.fail(
+                "shared_cache.cluster_nodes",
+                "set either shared_cache.url or shared_cache.cluster_nodes, not both",
+            );
+            return None;
+        }
+        (false, true) => ("shared_cache.url", Target::Server(c.url.clone())),
+        (true, false) => (
+            "shared_cache.cluster_nodes",
+            Target::Cluster(c.cluster_nodes.clone()),
+        ),
+    };
+    let target = p.take(target.0, target.1.check().map(|()| target.1));
+    if c.key_prefix.contains(['{', '}']) {
+        // Braces would choose the cluster slot: every key would land on one node.
+        p.fail("shared_cache.key_prefix", "must not contain '{' or '}'");
+        return None;
+    }
+    let target = target?;
+    let [command_timeout, connect_timeout, retry, lease_ttl, lease_wait] =
+        times?.map(Duration::from_millis);
+    Some(Some(SharedCacheSettings {
+        target,
+        key_prefix: c.key_prefix.clone(),
+        command_timeout,
+        connect_timeout,
+        retry,
+        ttl: ttl?,
+        max_entry_bytes: max_entry_bytes?,
+        lease_ttl,
+        lease_wait,
+        max_pending_writes: max_pending_writes?,
+    }))
 }
 
 /// Number of transforms run at once: `image.max_concurrency`, or the number of cores when 0.

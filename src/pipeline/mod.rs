@@ -56,7 +56,8 @@ use self::encode::Encoding;
 use self::orient::Metadata;
 use self::raster::Raster;
 use self::resize::Plan;
-use self::sniff::{Header, SourceFormat};
+use self::sniff::Header;
+pub(crate) use self::sniff::SourceFormat;
 
 /// Work caps from `[image]` in the config: what one image may cost, checked from its header
 /// before any decoder runs.

@@ -16,6 +16,11 @@ impl FormatSet {
         }
     }
 
+    /// One bit per format: a stable name for the set (cache keys).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
     pub fn contains(self, f: Format) -> bool {
         self.0 & Self::bit(f) != 0
     }

@@ -17,6 +17,15 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
+    pub const ALL: [SourceFormat; 6] = [
+        SourceFormat::Jpeg,
+        SourceFormat::Png,
+        SourceFormat::Gif,
+        SourceFormat::Webp,
+        SourceFormat::Avif,
+        SourceFormat::Svg,
+    ];
+
     pub fn mime(self) -> &'static str {
         match self {
             SourceFormat::Jpeg => "image/jpeg",

@@ -177,6 +177,16 @@ impl AppState {
             .is_some_and(|given| bool::from(given.trim_ascii().ct_eq(token)))
     }
 
+    /// healthz's body. The server is healthy whatever the shared tier's state: without it
+    /// images are still served, only slower; the body says so for operators.
+    fn health(&self) -> &'static str {
+        match self.image.shared() {
+            Some(shared) if !shared.up() => "ok\nshared cache: degraded\n",
+            Some(_) => "ok\nshared cache: up\n",
+            None => "ok\n",
+        }
+    }
+
     fn image_path<'a>(&self, path: &'a str) -> Option<&'a str> {
         path.strip_prefix(self.route_prefix.as_str())?
             .strip_prefix('/')
@@ -205,12 +215,15 @@ impl AppState {
                     Some(rest) => self.image.respond(req.method(), req.headers(), rest).await,
                     None => Err(RouteError::NotFound),
                 },
-                Route::Health => text(req.method(), "ok\n"),
+                Route::Health => text(req.method(), self.health()),
                 Route::Metrics => {
                     let (transforms, fetches) = self.image.load();
-                    let body = self
+                    let mut body = self
                         .metrics
                         .render(&self.image.caches(), transforms, fetches);
+                    if let Some(shared) = self.image.shared() {
+                        shared.render_metrics(&mut body);
+                    }
                     text(req.method(), body)
                 }
                 Route::Rewrite => {

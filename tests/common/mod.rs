@@ -7,6 +7,7 @@ pub mod cli;
 pub mod conformance;
 pub mod hostile;
 pub mod origin;
+pub mod redis;
 pub mod serve;
 
 use std::io::{BufRead, BufReader};

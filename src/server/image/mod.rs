@@ -19,6 +19,7 @@ use crate::server::body::{empty, full, Body};
 use crate::server::error::RouteError;
 use crate::server::metrics::{CacheView, Metrics, StageLoad};
 use crate::server::respond;
+use crate::shared_cache::{Claim, Entry, SharedCache, SharedCacheSettings};
 use crate::urls::{Format, Options, UrlSigner};
 use pool::{Gate, WorkPool};
 
@@ -28,6 +29,17 @@ pub(crate) struct Variant {
     pub bytes: Bytes,
     pub mime: &'static str,
     pub etag: HeaderValue,
+}
+
+impl Variant {
+    /// A variant another instance made, as the shared tier returned it.
+    fn shared(entry: Entry) -> Option<Variant> {
+        Some(Variant {
+            etag: HeaderValue::from_str(&entry.etag).ok()?,
+            bytes: entry.body,
+            mime: entry.mime,
+        })
+    }
 }
 
 impl Weigh for Variant {
@@ -61,6 +73,17 @@ pub struct TransformSettings {
     pub allow_svg: bool,
 }
 
+impl TransformSettings {
+    /// Everything here that shapes a variant's bytes, as text: instances whose settings differ
+    /// never share variants.
+    fn id(&self) -> String {
+        format!(
+            "{:?} q{} svg{} {:?}",
+            self.preference, self.quality, self.allow_svg, self.limits
+        )
+    }
+}
+
 /// Byte budgets and lifetimes of the two memory caches.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
@@ -83,6 +106,8 @@ pub struct ImageSettings {
     pub fetch_queue: usize,
     pub cache: CacheSettings,
     pub cache_control: HeaderValue,
+    /// The Redis tier behind the memory caches; `None`: memory only.
+    pub shared: Option<SharedCacheSettings>,
 }
 
 pub(crate) struct ImageRoute {
@@ -104,6 +129,7 @@ struct Work {
     fetch_wait: Duration,
     settings: TransformSettings,
     metrics: Arc<Metrics>,
+    shared: Option<SharedCache>,
 }
 
 impl ImageRoute {
@@ -115,6 +141,14 @@ impl ImageRoute {
     ) -> ImageRoute {
         let cache = settings.cache;
         let fetch_wait = fetcher.timeout();
+        let shared = settings.shared.clone().map(|shared| {
+            SharedCache::start(
+                shared,
+                signer.keys().clone(),
+                &settings.transform.id(),
+                settings.transform.allow_svg,
+            )
+        });
         ImageRoute {
             signer,
             variants: Cache::new(
@@ -134,6 +168,7 @@ impl ImageRoute {
                 fetch_wait,
                 settings: settings.transform.clone(),
                 metrics,
+                shared,
             }),
             cache_control: settings.cache_control.clone(),
         }
@@ -180,7 +215,35 @@ impl ImageRoute {
 }
 
 impl Work {
+    /// The variant from the shared tier, or made here and then offered to it.
     async fn render(
+        self: Arc<Self>,
+        source: Url,
+        options: Options,
+        accepted: FormatSet,
+    ) -> Result<Arc<Variant>, RouteError> {
+        let Some(shared) = &self.shared else {
+            return self.make(source, options, accepted).await;
+        };
+        let slot = shared.variant_slot(&source, &options, accepted);
+        let lease = match shared.claim(slot.clone()).await {
+            Claim::Found(entry) => match Variant::shared(entry) {
+                Some(variant) => return Ok(Arc::new(variant)),
+                None => None,
+            },
+            Claim::Make(lease) => lease,
+        };
+        // On failure the lease is dropped, which releases it for the next instance to try.
+        let variant = self.clone().make(source, options, accepted).await?;
+        let etag = variant.etag.to_str().unwrap_or_default();
+        match lease {
+            Some(lease) => lease.publish(variant.mime, etag, variant.bytes.clone()),
+            None => shared.keep_variant(slot, variant.mime, etag, variant.bytes.clone()),
+        }
+        Ok(variant)
+    }
+
+    async fn make(
         self: Arc<Self>,
         source: Url,
         options: Options,
@@ -218,6 +281,11 @@ impl Work {
         let (result, _) = self
             .sources
             .get_or_compute(url.to_string(), move || async move {
+                if let Some(shared) = &work.shared {
+                    if let Some(bytes) = shared.source(&url).await {
+                        return Ok(bytes);
+                    }
+                }
                 // Bounds the memory upstream bodies take: max_fetches × upstream.max_bytes.
                 let _place = tokio::time::timeout(work.fetch_wait, work.fetches.enter())
                     .await
@@ -225,11 +293,15 @@ impl Work {
                 work.metrics
                     .upstream_fetches
                     .fetch_add(1, Ordering::Relaxed);
-                work.fetcher.fetch(&url).await.map_err(|e| {
+                let bytes = work.fetcher.fetch(&url).await.map_err(|e| {
                     work.metrics.upstream_error(e.kind());
                     tracing::debug!(url = %url, error = %crate::cause::chain(&e), "upstream fetch failed");
                     RouteError::Fetch(e)
-                })
+                })?;
+                if let Some(shared) = &work.shared {
+                    shared.keep_source(&url, bytes.clone());
+                }
+                Ok(bytes)
             })
             .await;
         result
@@ -292,6 +364,11 @@ impl ImageRoute {
                 abandoned: sources.abandoned(),
             },
         ]
+    }
+
+    /// The shared tier, when one is configured.
+    pub(crate) fn shared(&self) -> Option<&SharedCache> {
+        self.work.shared.as_ref()
     }
 
     /// How full the transform pool and the fetch gate are.
