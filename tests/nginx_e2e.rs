@@ -57,7 +57,7 @@ fn substitute(conf: &mut String, from: &str, to: &str) {
 
 /// The shipped config `file` (under deploy/) with its listen address, imgrelay address and file
 /// paths moved into `dir`.
-fn nginx_conf(file: &str, dir: &Path, listen: &str, imgrelay: &str) -> String {
+fn nginx_conf(file: &str, dir: &Path, listen: &str, imgrelay: &[String]) -> String {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy")
         .join(file);
@@ -68,11 +68,20 @@ fn nginx_conf(file: &str, dir: &Path, listen: &str, imgrelay: &str) -> String {
         "listen 127.0.0.1:8081;",
         &format!("listen {listen};"),
     );
-    substitute(
-        &mut conf,
-        "server 127.0.0.1:8080;",
-        &format!("server {imgrelay};"),
-    );
+    match imgrelay {
+        [one] => substitute(
+            &mut conf,
+            "server 127.0.0.1:8080;",
+            &format!("server {one};"),
+        ),
+        several => {
+            let start = conf
+                .find("    upstream imgrelay {")
+                .expect("deploy/nginx.conf has an upstream imgrelay block");
+            let end = start + conf[start..].find("    }\n").unwrap() + "    }\n".len();
+            conf.replace_range(start..end, &instances_block(several));
+        }
+    }
     substitute(
         &mut conf,
         "/run/nginx-imgrelay.pid",
@@ -89,6 +98,25 @@ fn nginx_conf(file: &str, dir: &Path, listen: &str, imgrelay: &str) -> String {
         substitute(&mut conf, "/var/www/blog/public", &format!("{d}/public"));
     }
     conf
+}
+
+/// The upstream block of deploy/nginx-instances.conf with its three servers at `addrs`.
+fn instances_block(addrs: &[String]) -> String {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-instances.conf");
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let start = text
+        .find("    upstream imgrelay {")
+        .expect("an upstream block");
+    let mut block = text[start..].to_string();
+    assert_eq!(addrs.len(), 3, "the shipped block names three instances");
+    for (i, addr) in addrs.iter().enumerate() {
+        substitute(
+            &mut block,
+            &format!("server 127.0.0.1:809{} ", i + 1),
+            &format!("server {addr} "),
+        );
+    }
+    block
 }
 
 struct Nginx {
@@ -113,7 +141,7 @@ impl Drop for Nginx {
 fn start_nginx(
     binary: &Path,
     file: &str,
-    imgrelay: &str,
+    imgrelay: &[String],
     public: &[(&str, &[u8])],
 ) -> (Nginx, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -287,7 +315,7 @@ async fn pages_and_images_through_nginx() {
             ("UPSTREAM__CA_FILES", &ca_files),
         ],
     );
-    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &server.addr.to_string(), &[]);
+    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &[server.addr.to_string()], &[]);
     let images = images_by_upstream();
 
     let mut fetched = 0;
@@ -409,7 +437,7 @@ async fn nginx_and_imgrelay_make_one_format_decision() {
     let blog = Blog::start().await;
     let blog_url = blog.url();
     let server = Server::start(&origin, &[("ORIGIN__URL", &blog_url)]);
-    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &server.addr.to_string(), &[]);
+    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &[server.addr.to_string()], &[]);
 
     // Each first client fills nginx's cache for its key; a client of the other kind follows
     // and must get its own format, never the first one's.
@@ -498,7 +526,7 @@ async fn a_static_blog_through_nginx() {
     let (nginx, listen) = start_nginx(
         &binary,
         "nginx-static.conf",
-        &server.addr.to_string(),
+        &[server.addr.to_string()],
         &[("index.html", &rewritten.body)],
     );
 
@@ -527,5 +555,77 @@ async fn a_static_blog_through_nginx() {
     assert_eq!(
         fetch(&listen, "/_imgrelay/metrics", None).await.status,
         StatusCode::NOT_FOUND
+    );
+}
+
+/// deploy/nginx.conf with deploy/nginx-instances.conf's upstream block in front of three
+/// instances sharing one Redis: each URL goes to one instance, and when one dies every request
+/// still gets its image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behind_consistent_hashing_survive_one_dying() {
+    let Some(binary) = nginx_binary() else {
+        assert!(std::env::var_os("CI").is_none(), "nginx is required in CI");
+        eprintln!("\n!!!!!!!! SKIPPED: nginx is not installed !!!!!!!!\n");
+        return;
+    };
+    if !common::redis::available() {
+        return;
+    }
+    let redis = common::redis::Redis::start();
+    let origin = Origin::start().await;
+    let url = redis.url();
+    let mut servers: Vec<Server> = (0..3)
+        .map(|_| Server::start(&origin, &[("SHARED_CACHE__URL", &url)]))
+        .collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let (nginx, listen) = start_nginx(&binary, "nginx.conf", &addrs, &[]);
+    let paths = |round: &str| -> Vec<String> {
+        (0..30)
+            .map(|i| {
+                let source = common::upstream(&format!("photo-640x422.jpg?{round}={i}"));
+                servers[0].path(&source, "320x0")
+            })
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (paths("a"), paths("b"));
+    for path in &first {
+        let f = fetch(&listen, path, Some(ACCEPT)).await;
+        assert_eq!(f.status, StatusCode::OK, "{}", nginx.error_log());
+    }
+    const IMAGE_200: &str = "imgrelay_requests_total{route=\"image\",status=\"200\"}";
+    let mut served = Vec::new();
+    for s in &servers {
+        served.push(s.metric(IMAGE_200).await);
+    }
+    assert_eq!(served.iter().sum::<u64>(), 30, "{served:?}");
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "hashing spreads URLs: {served:?}"
+    );
+    // The same URLs again, with a format nginx has not cached: each goes to the same instance.
+    for path in &first {
+        let f = fetch(&listen, path, None).await;
+        assert_eq!(f.status, StatusCode::OK);
+    }
+    for (s, before) in servers.iter().zip(&served) {
+        assert_eq!(
+            s.metric(IMAGE_200).await,
+            2 * before,
+            "one URL, one instance"
+        );
+    }
+
+    drop(servers.remove(1));
+    for path in second.iter().chain(&first) {
+        let f = fetch(&listen, path, Some("image/png")).await;
+        assert_eq!(f.status, StatusCode::OK, "{path}: {}", nginx.error_log());
+    }
+    let mut transforms = 0;
+    for s in &servers {
+        transforms += s.metric("imgrelay_transforms_total").await;
+    }
+    assert!(
+        transforms >= 30,
+        "the new images were made by the instances left"
     );
 }
