@@ -46,19 +46,21 @@ impl InProcess {
         let control = serve.admin_listen.map(bind).transpose()?;
         let addr = public.local_addr()?;
         let admin = control.as_ref().map(|c| c.local_addr()).transpose()?;
-        let state = Arc::new(AppState::new(&serve, settings.rewrite, keys));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let listeners = {
+        // Inside the runtime: the shared cache, when configured, connects in a task of its own.
+        let (state, listeners) = {
             let _entered = runtime.enter();
-            Listeners {
+            let state = Arc::new(AppState::new(&serve, settings.rewrite, keys));
+            let listeners = Listeners {
                 public: tokio::net::TcpListener::from_std(public)?,
                 public_limits: serve.connections,
                 control: control.map(tokio::net::TcpListener::from_std).transpose()?,
-            }
+            };
+            (state, listeners)
         };
         let thread = std::thread::spawn(move || {
             let shutdown = async {

@@ -27,6 +27,18 @@ fn sources(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Bounds that a machine busy with every test at once cannot exceed: these tests count fetches
+/// and transforms, which a timed-out command or a connection not made yet (rightly) add to.
+const PATIENT: [(&str, &str); 2] = [
+    ("SHARED_CACHE__TIMEOUT_MS", "3000"),
+    ("SHARED_CACHE__CONNECT_TIMEOUT_MS", "10000"),
+];
+
+/// The tier at `url`, with [`PATIENT`] bounds.
+fn tier(url: &str) -> [(&str, &str); 3] {
+    [("SHARED_CACHE__URL", url), PATIENT[0], PATIENT[1]]
+}
+
 fn instances(origin: &Origin, env: &[(&str, &str)]) -> Vec<Server> {
     (0..3).map(|_| Server::start(origin, env)).collect()
 }
@@ -37,6 +49,22 @@ async fn sum(servers: &[Server], metric: &str) -> u64 {
         total += s.metric(metric).await;
     }
     total
+}
+
+/// The shared-cache lines of every instance's metrics, for failure messages.
+async fn tier_metrics(servers: &[Server]) -> String {
+    let mut out = String::new();
+    for s in servers {
+        let page = s.admin_get("/_imgrelay/metrics").await.body;
+        for line in String::from_utf8_lossy(&page).lines() {
+            if line.starts_with("imgrelay_shared_cache") && !line.ends_with(" 0") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str("--\n");
+    }
+    out
 }
 
 /// Asks every instance in turn for each of `n` new images; all answers equal.
@@ -65,10 +93,15 @@ async fn three_instances_fetch_and_transform_each_image_once() {
     let redis = Redis::start();
     let origin = Origin::start().await;
     let url = redis.url();
-    let servers = instances(&origin, &[("SHARED_CACHE__URL", &url)]);
+    let servers = instances(&origin, &tier(&url));
     let sources = sources(30);
     each_from_all(&servers, &sources).await;
-    assert_eq!(origin.total(), 30, "upstream requests");
+    assert_eq!(
+        origin.total(),
+        30,
+        "upstream requests\n{}",
+        tier_metrics(&servers).await
+    );
     assert_eq!(sum(&servers, "imgrelay_upstream_fetches_total").await, 30);
     assert_eq!(sum(&servers, "imgrelay_transforms_total").await, 30);
     assert_eq!(sum(&servers, VARIANT_HITS).await, 60);
@@ -90,7 +123,7 @@ async fn concurrent_first_requests_on_three_instances_cost_one_fetch_and_one_tra
     let redis = Redis::start();
     let origin = Origin::start().await;
     let url = redis.url();
-    let servers = instances(&origin, &[("SHARED_CACHE__URL", &url)]);
+    let servers = instances(&origin, &tier(&url));
     // The upstream trickles its body over a second, so all ten requests arrive while the first
     // instance is still fetching.
     let source = upstream("slow/1/photo-640x480.jpg");
@@ -138,7 +171,7 @@ async fn a_restarted_instance_serves_from_redis_without_upstream() {
     let redis = Redis::start();
     let origin = Origin::start().await;
     let url = redis.url();
-    let env = [("SHARED_CACHE__URL", url.as_str())];
+    let env = tier(&url);
     let first = Server::start(&origin, &env);
     let sources = sources(6);
     let paths: Vec<String> = sources.iter().map(|s| first.path(s, "240x0")).collect();
@@ -181,7 +214,7 @@ async fn foreign_and_corrupt_values_read_as_misses() {
     let redis = Redis::start();
     let origin = Origin::start().await;
     let url = redis.url();
-    let env = [("SHARED_CACHE__URL", url.as_str())];
+    let env = tier(&url);
     let first = Server::start(&origin, &env);
     let path = first.path(&upstream("photo-640x480.jpg"), "160x0");
     let good = first.get(&path).await;
@@ -233,7 +266,7 @@ async fn redis_killed_mid_run_costs_no_request() {
     let mut redis = Redis::start();
     let origin = Origin::start().await;
     let url = redis.url();
-    let servers = instances(&origin, &[("SHARED_CACHE__URL", &url)]);
+    let servers = instances(&origin, &tier(&url));
     let sources = sources(12);
     each_from_all(&servers, &sources[..6]).await;
     assert_eq!(sum(&servers, "imgrelay_transforms_total").await, 6);
@@ -253,6 +286,53 @@ async fn redis_killed_mid_run_costs_no_request() {
     let health = servers[0].get("/_imgrelay/healthz").await;
     assert!(String::from_utf8_lossy(&health.body).contains("shared cache: degraded"));
     assert_eq!(servers[0].metric("imgrelay_shared_cache_up").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_costs_at_most_its_timeout() {
+    if !common::redis::available() {
+        return;
+    }
+    let redis = Redis::start();
+    let origin = Origin::start().await;
+    let url = redis.url();
+    let servers = instances(
+        &origin,
+        &[
+            ("SHARED_CACHE__URL", &url),
+            ("SHARED_CACHE__TIMEOUT_MS", "300"),
+            ("SHARED_CACHE__RETRY_MS", "60000"),
+        ],
+    );
+    let sources = sources(8);
+    each_from_all(&servers, &sources[..2]).await;
+    redis.run(false);
+    // The first request of each instance waits for one command timeout, then the tier rests:
+    // the rest are served without waiting for Redis at all.
+    for source in &sources[2..] {
+        let path = servers[0].path(source, "320x0");
+        for s in &servers {
+            let started = Instant::now();
+            let reply = s.get(&path).await;
+            let elapsed = started.elapsed();
+            assert_eq!(reply.status, StatusCode::OK);
+            assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        }
+    }
+    assert_eq!(sum(&servers, "imgrelay_transforms_total").await, 2 + 6 * 3);
+    for s in &servers {
+        assert_eq!(
+            s.metric(VARIANT_ERRORS).await,
+            1,
+            "one timeout, then resting"
+        );
+        assert!(
+            s.metric("imgrelay_shared_cache_lookups_total{tier=\"variants\",result=\"skipped\"}")
+                .await
+                >= 5
+        );
+    }
+    redis.run(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,10 +373,17 @@ async fn three_instances_share_a_redis_cluster() {
     let cluster = Cluster::start();
     let origin = Origin::start().await;
     let nodes = cluster.nodes_toml();
-    let servers = instances(&origin, &[("SHARED_CACHE__CLUSTER_NODES", &nodes)]);
+    let servers = instances(
+        &origin,
+        &[
+            ("SHARED_CACHE__CLUSTER_NODES", &nodes),
+            PATIENT[0],
+            PATIENT[1],
+        ],
+    );
     let sources = sources(30);
     each_from_all(&servers, &sources).await;
-    assert_eq!(origin.total(), 30);
+    assert_eq!(origin.total(), 30, "{}", tier_metrics(&servers).await);
     assert_eq!(sum(&servers, "imgrelay_transforms_total").await, 30);
     assert_eq!(sum(&servers, VARIANT_HITS).await, 60);
     // 30 variants and 30 sources spread over the three masters.

@@ -94,6 +94,7 @@ async fn serve(settings: Settings, log_drops: ErrorCounter) -> Result<(), String
     }
     let state = Arc::new(AppState::new(&serve, settings.rewrite, keys));
     state.count_log_drops(log_drops);
+    state.connect_shared_cache().await;
     // Descriptors beyond client connections: upstream fetches, origin connections, the control
     // plane, files and the runtime's own.
     let reserve = serve.image.max_fetches as u64 + server::CONTROL_MAX_CONNECTIONS as u64 + 64;

@@ -149,6 +149,18 @@ impl AppState {
         }
     }
 
+    /// Gives the shared cache, when configured, up to its connect timeout to connect before the
+    /// listeners open; without it the server starts anyway, serving from memory and upstream.
+    pub(crate) async fn connect_shared_cache(&self) {
+        if let Some(shared) = self.image.shared() {
+            if !shared.wait_connected().await {
+                tracing::warn!(
+                    "shared cache not reachable yet; serving from memory and upstream until it is"
+                );
+            }
+        }
+    }
+
     /// Shows in the metrics how many log lines the writer had to drop.
     pub(crate) fn count_log_drops(&self, counter: tracing_appender::non_blocking::ErrorCounter) {
         self.metrics.count_log_drops(counter);
@@ -344,6 +356,7 @@ pub(crate) async fn serve(
 ) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = state.metrics.clone();
+    let stopping = state.clone();
     let control_limits = ConnLimits {
         max_connections: CONTROL_MAX_CONNECTIONS,
         ..listeners.public_limits
@@ -386,5 +399,8 @@ pub(crate) async fn serve(
     tokio::select! {
         () = drained => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    if let Some(shared) = stopping.image.shared() {
+        shared.flush().await;
     }
 }

@@ -154,6 +154,11 @@ impl SharedCache {
         }
     }
 
+    /// Waits (at most `connect_timeout`) for the first connection; whether it was made.
+    pub(crate) async fn wait_connected(&self) -> bool {
+        self.inner.store.wait_connected().await
+    }
+
     /// Connected and answering.
     pub(crate) fn up(&self) -> bool {
         self.inner.store.up()
@@ -263,6 +268,15 @@ impl SharedCache {
             .chain_update(source.as_str())
             .finalize();
         format!("{}:s", self.inner.key_name(&digest))
+    }
+
+    /// Waits for the writes in flight, so an instance that stops leaves what it made to the
+    /// others. Bounded: each write is two commands, each within the command timeout.
+    pub(crate) async fn flush(&self) {
+        let inner = &self.inner;
+        let all = u32::try_from(inner.settings.max_pending_writes).unwrap_or(u32::MAX);
+        let within = inner.settings.command_timeout * 2;
+        let _ = tokio::time::timeout(within, inner.writes.acquire_many(all)).await;
     }
 
     /// Appends the tier's counters to a metrics page.
@@ -456,10 +470,11 @@ impl Inner {
                     tracing::debug!(error = %crate::cause::chain(&e), "shared cache: write failed");
                 }
             }
-            drop(permit);
             if let Some(token) = lease {
                 inner.release(slot.lease, token).await;
             }
+            // Held to the end, so that `flush` sees this write through.
+            drop(permit);
         });
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct StoreTimeouts {
 
 pub(crate) struct Store {
     conn: Mutex<Option<Conn>>,
+    /// Becomes true once connected, for start-up to wait on.
+    connected: tokio::sync::watch::Sender<bool>,
     timeouts: StoreTimeouts,
     /// Milliseconds since `epoch` before which commands are not sent.
     resting_until: AtomicU64,
@@ -106,6 +108,7 @@ impl Store {
     pub(crate) fn start(target: Target, timeouts: StoreTimeouts) -> Arc<Store> {
         let store = Arc::new(Store {
             conn: Mutex::new(None),
+            connected: tokio::sync::watch::Sender::new(false),
             timeouts,
             resting_until: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -118,6 +121,7 @@ impl Store {
                         if let Some(store) = weak.upgrade() {
                             tracing::info!("shared cache connected");
                             *lock(&store.conn) = Some(conn);
+                            store.connected.send_replace(true);
                         }
                         return;
                     }
@@ -132,6 +136,16 @@ impl Store {
             }
         });
         store
+    }
+
+    /// Waits until connected, at most the connect timeout: an instance started beside a
+    /// running Redis then serves its first requests from it, and one started while Redis is
+    /// down starts anyway.
+    pub(crate) async fn wait_connected(&self) -> bool {
+        let mut connected = self.connected.subscribe();
+        tokio::time::timeout(self.timeouts.connect, connected.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Connected and not resting after a failure.

@@ -112,6 +112,18 @@ impl Redis {
             .expect("used_memory in INFO")
     }
 
+    /// SIGSTOP (`false`) or SIGCONT (`true`): a Redis that holds its connections and answers
+    /// nothing, like one stalled by a fork or a swapping host.
+    pub fn run(&self, running: bool) {
+        let pid = self.child.as_ref().expect("running redis").id().to_string();
+        let signal = if running { "-CONT" } else { "-STOP" };
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// SIGKILL: no goodbye to its clients.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -123,6 +135,9 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.run(true);
+        }
         self.kill();
     }
 }
