@@ -366,6 +366,49 @@ async fn redis_down_at_start_then_up_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_is_shared_when_its_ca_is_trusted() {
+    if !common::redis::available() {
+        return;
+    }
+    let tls = common::origin::TestTls::new(&["localhost"]);
+    let redis = Redis::start_tls(&tls);
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let url = format!("rediss://localhost:{}/", redis.port);
+    let ca = ca.display().to_string();
+    let trusting: Vec<Server> = (0..2)
+        .map(|_| {
+            Server::start(
+                &origin,
+                &[
+                    ("SHARED_CACHE__URL", &url),
+                    ("SHARED_CACHE__CA_FILE", &ca),
+                    PATIENT[0],
+                    PATIENT[1],
+                ],
+            )
+        })
+        .collect();
+    each_from_all(&trusting, &sources(3)).await;
+    assert_eq!(sum(&trusting, "imgrelay_transforms_total").await, 3);
+    assert_eq!(sum(&trusting, VARIANT_HITS).await, 3);
+    // Without the CA the certificate is not trusted: no connection, images served all the same.
+    let doubting = Server::start(
+        &origin,
+        &[
+            ("SHARED_CACHE__URL", &url),
+            ("SHARED_CACHE__CONNECT_TIMEOUT_MS", "2000"),
+        ],
+    );
+    let reply = doubting.get(&doubting.path(&sources(1)[0], "320x0")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(doubting.metric("imgrelay_shared_cache_up").await, 0);
+    assert_eq!(doubting.metric(VARIANT_HITS).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_a_redis_cluster() {
     if !common::redis::available() {
         return;

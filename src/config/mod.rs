@@ -283,6 +283,9 @@ pub struct SharedCacheConfig {
     pub url: String,
     /// Seed nodes of a Redis Cluster, instead of `url`.
     pub cluster_nodes: Vec<String>,
+    /// PEM of the CA that signed the Redis TLS certificates (`rediss://`), trusted instead of
+    /// the system's roots; empty: the system's roots.
+    pub ca_file: PathBuf,
     pub key_prefix: String,
     /// Longest wait for one command; slower counts as an error.
     pub timeout_ms: u64,
@@ -305,6 +308,7 @@ impl Default for SharedCacheConfig {
         Self {
             url: String::new(),
             cluster_nodes: Vec::new(),
+            ca_file: PathBuf::new(),
             key_prefix: "imgrelay:".into(),
             timeout_ms: 250,
             connect_timeout_ms: 1000,
@@ -461,6 +465,7 @@ impl Config {
         resolve(&mut self.signing.key_file);
         self.signing.verify_key_files.iter_mut().for_each(resolve);
         resolve(&mut self.server.admin_token_file);
+        resolve(&mut self.shared_cache.ca_file);
         for file in &mut self.upstream.ca_files {
             let mut p = PathBuf::from(&*file);
             resolve(&mut p);

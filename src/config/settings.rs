@@ -479,11 +479,28 @@ fn shared_cache(c: &SharedCacheConfig, p: &mut Problems) -> Option<Option<Shared
         p.fail("shared_cache.key_prefix", "must not contain '{' or '}'");
         return None;
     }
+    let ca_pem = if c.ca_file.as_os_str().is_empty() {
+        Some(None)
+    } else {
+        p.take(
+            "shared_cache.ca_file",
+            std::fs::read(&c.ca_file)
+                .map_err(|e| format!("{}: {e}", c.ca_file.display()))
+                .and_then(|pem| {
+                    use rustls::pki_types::pem::PemObject;
+                    match CertificateDer::pem_slice_iter(&pem).next() {
+                        Some(Ok(_)) => Ok(Some(pem)),
+                        _ => Err(format!("{}: no PEM certificate", c.ca_file.display())),
+                    }
+                }),
+        )
+    };
     let target = target?;
     let [command_timeout, connect_timeout, retry, lease_ttl, lease_wait] =
         times?.map(Duration::from_millis);
     Some(Some(SharedCacheSettings {
         target,
+        ca_pem: ca_pem?,
         key_prefix: c.key_prefix.clone(),
         command_timeout,
         connect_timeout,
@@ -652,6 +669,37 @@ mod tests {
                 "origin.url",
                 "rewrite.srcset_widths"
             ]
+        );
+    }
+
+    #[test]
+    fn the_shared_cache_is_off_by_default_and_checked_when_on() {
+        let s = Settings::from_config(&Config::default()).unwrap();
+        assert!(s.serve.image.shared.is_none());
+        let mut c = Config::default();
+        c.shared_cache.url = "redis://10.0.0.5:6379/2".into();
+        let shared = Settings::from_config(&c)
+            .unwrap()
+            .serve
+            .image
+            .shared
+            .unwrap();
+        assert_eq!(shared.target, Target::Server(c.shared_cache.url.clone()));
+        let bad = |c: &Config| match Settings::from_config(c) {
+            Err(ConfigError::Invalid(bad)) => bad.into_iter().map(|b| b.key).collect::<Vec<_>>(),
+            other => panic!("accepted: {other:?}"),
+        };
+        c.shared_cache.cluster_nodes = vec!["redis://10.0.0.6:7000".into()];
+        assert_eq!(bad(&c), ["shared_cache.cluster_nodes"]);
+        c.shared_cache.url = String::new();
+        c.shared_cache.key_prefix = "{img}:".into();
+        assert_eq!(bad(&c), ["shared_cache.key_prefix"]);
+        c.shared_cache.key_prefix = "img:".into();
+        c.shared_cache.cluster_nodes = vec!["memcached://x".into()];
+        c.shared_cache.timeout_ms = 0;
+        assert_eq!(
+            bad(&c),
+            ["shared_cache.timeout_ms", "shared_cache.cluster_nodes"]
         );
     }
 

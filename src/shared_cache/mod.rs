@@ -38,6 +38,8 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct SharedCacheSettings {
     pub target: Target,
+    /// PEM roots for TLS connections instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
     pub key_prefix: String,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
@@ -135,6 +137,7 @@ impl SharedCache {
     ) -> SharedCache {
         let store = Store::start(
             settings.target.clone(),
+            settings.ca_pem.clone(),
             StoreTimeouts {
                 command: settings.command_timeout,
                 connect: settings.connect_timeout,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use crate::sync::lock;
 
@@ -105,7 +105,12 @@ pub(crate) struct Store {
 
 impl Store {
     /// A store that connects to `target` in the background, retrying until it succeeds.
-    pub(crate) fn start(target: Target, timeouts: StoreTimeouts) -> Arc<Store> {
+    /// `ca_pem`: the roots TLS connections trust instead of the system's.
+    pub(crate) fn start(
+        target: Target,
+        ca_pem: Option<Vec<u8>>,
+        timeouts: StoreTimeouts,
+    ) -> Arc<Store> {
         let store = Arc::new(Store {
             conn: Mutex::new(None),
             connected: tokio::sync::watch::Sender::new(false),
@@ -116,7 +121,7 @@ impl Store {
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
             loop {
-                match connect(&target, timeouts).await {
+                match connect(&target, ca_pem.as_deref(), timeouts).await {
                     Ok(conn) => {
                         if let Some(store) = weak.upgrade() {
                             tracing::info!("shared cache connected");
@@ -186,10 +191,21 @@ impl Store {
     }
 }
 
-async fn connect(target: &Target, timeouts: StoreTimeouts) -> redis::RedisResult<Conn> {
+async fn connect(
+    target: &Target,
+    ca_pem: Option<&[u8]>,
+    timeouts: StoreTimeouts,
+) -> redis::RedisResult<Conn> {
+    let certs = |ca: &[u8]| TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    };
     match target {
         Target::Server(url) => {
-            let client = redis::Client::open(url.as_str())?;
+            let client = match ca_pem {
+                Some(ca) => redis::Client::build_with_tls(url.as_str(), certs(ca))?,
+                None => redis::Client::open(url.as_str())?,
+            };
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeouts.connect))
                 .set_response_timeout(Some(timeouts.command))
@@ -202,11 +218,14 @@ async fn connect(target: &Target, timeouts: StoreTimeouts) -> redis::RedisResult
             ))
         }
         Target::Cluster(nodes) => {
-            let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                 .connection_timeout(timeouts.connect)
                 .response_timeout(timeouts.command)
-                .retries(1)
-                .build()?;
+                .retries(1);
+            if let Some(ca) = ca_pem {
+                builder = builder.certs(certs(ca));
+            }
+            let client = builder.build()?;
             Ok(Conn::Cluster(client.get_async_connection().await?))
         }
     }

@@ -90,6 +90,9 @@ struct Flags {
 /// A certificate authority made for one test, and a server certificate it signed.
 pub struct TestTls {
     pub ca_pem: String,
+    /// The server certificate and its key, for servers that read them from files.
+    pub cert_pem: String,
+    pub key_pem: String,
     acceptor: tokio_rustls::TlsAcceptor,
 }
 
@@ -118,6 +121,8 @@ impl TestTls {
             .unwrap();
         TestTls {
             ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
         }
     }

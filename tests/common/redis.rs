@@ -49,15 +49,51 @@ impl Redis {
         Self::start_with(&[])
     }
 
+    /// A server speaking TLS only, with `tls`'s certificate.
+    pub fn start_tls(tls: &super::origin::TestTls) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let (cert, key) = (
+            file("cert.pem", &tls.cert_pem),
+            file("key.pem", &tls.key_pem),
+        );
+        let port = free_port();
+        let tls_port = port.to_string();
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+        ];
+        Self::spawn(dir, port, &args, false)
+    }
+
     fn start_with(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg];
+        args.extend_from_slice(extra);
+        Self::spawn(dir, port, &args, true)
+    }
+
+    fn spawn(dir: tempfile::TempDir, port: u16, args: &[&str], plain: bool) -> Redis {
         let child = Command::new(binary("redis-server").expect("redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(dir.path())
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -67,8 +103,24 @@ impl Redis {
             port,
             _dir: dir,
         };
-        redis.wait_ready();
+        if plain {
+            redis.wait_ready();
+        } else {
+            redis.wait_listening();
+        }
         redis
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis on {} never listened",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self) -> String {
