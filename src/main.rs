@@ -75,6 +75,10 @@ enum Command {
         /// Write one JSON object per image reference found to FILE.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Then request every variant the output advertises from the server at URL (normally
+        /// nginx in front of imgrelay), for each format set readers negotiate.
+        #[arg(long, value_name = "URL", value_parser = imgrelay::cli::warm::parse_base)]
+        warm: Option<url::Url>,
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             in_place,
             out,
             report,
+            warm,
             files,
         } => match config.settings() {
             Ok(settings) => rewrite::run(
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
                     in_place,
                     out,
                     report,
+                    warm,
                     files,
                 },
             ),

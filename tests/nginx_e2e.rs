@@ -629,3 +629,119 @@ async fn three_instances_behind_consistent_hashing_survive_one_dying() {
         "the new images were made by the instances left"
     );
 }
+
+/// `imgrelay rewrite --warm` through nginx: afterwards every variant the rewritten post
+/// advertises is a hit in nginx's cache for each format set readers send, without imgrelay
+/// transforming again, and a broken picture is reported, not hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_warm_fills_nginx_and_imgrelay() {
+    let Some(binary) = nginx_binary() else {
+        let message = "nginx is not installed: the warm-up test cannot run";
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        return;
+    };
+    let origin = Origin::start().await;
+    let server = Server::in_process(&origin, &[]);
+    let (nginx, listen) = start_nginx(
+        &binary,
+        "nginx-static.conf",
+        &[server.addr.to_string()],
+        &[],
+    );
+    let wrap = |path: &str| format!("https://cors.zfour.workers.dev/?{}", common::upstream(path));
+    let post = format!(
+        "---\ntitle: warm\ncover: {}\n---\n<p>x</p>\n<img src=\"{}\" data-size=\"640,480\">\n\
+         <img src=\"{}\" data-size=\"640,480\">\n<img src=\"{}\">\n",
+        wrap("photo-1280x960.jpg"),
+        wrap("photo-640x480.jpg"),
+        wrap("photo-1280x960.jpg"),
+        wrap("status/404/gone.jpg"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("imgrelay.key");
+    std::fs::write(&key, common::KEY_HEX).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\npublic_prefix = \"/img\"\n[signing]\nkey_file = {key:?}\n"),
+    )
+    .unwrap();
+    let source = dir.path().join("post.md");
+    std::fs::write(&source, &post).unwrap();
+    let out_dir = dir.path().join("out");
+    let args: Vec<String> = [
+        "rewrite",
+        "--config",
+        config.to_str().unwrap(),
+        "--warm",
+        &format!("http://{listen}"),
+        "--out",
+        out_dir.to_str().unwrap(),
+        source.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::cli::run(&args, b"")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{stderr}");
+    let rewritten = std::fs::read(out_dir.join("post.md")).unwrap();
+    let advertised: BTreeSet<String> = server
+        .proxied(&rewritten)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    // The cover (no hint: one URL), two pictures hinted 640x480 (src, which is also the
+    // srcset's 640w candidate, and 320w each), the missing one (no hint: one URL).
+    assert_eq!(advertised.len(), 6, "{advertised:?}");
+    let broken: Vec<&String> = advertised
+        .iter()
+        .filter(|p| imgrelay::urls::decode_source(p).is_some_and(|s| s.contains("gone.jpg")))
+        .collect();
+    assert_eq!(broken.len(), 1);
+    // webp, jpeg and png configured: readers naming WebP and readers naming nothing.
+    let variants = advertised.len() * 2;
+    assert!(
+        stderr.contains(&format!(
+            "warmed {} variants of 6 images, 2 failed",
+            variants - 2
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} (WebP): HTTP", broken[0]))
+            && stderr.contains(&format!("{} (no image format): HTTP", broken[0])),
+        "{stderr}"
+    );
+    let transforms = server.metric("imgrelay_transforms_total").await;
+    let fetches = server.metric("imgrelay_upstream_fetches_total").await;
+    assert_eq!(fetches, 3, "each picture fetched once");
+    for path in advertised.iter().filter(|p| !broken.contains(p)) {
+        for accept in [Some(ACCEPT), None] {
+            let first = fetch(&listen, path, accept).await;
+            assert_eq!(first.status, StatusCode::OK, "{path}");
+            assert_eq!(
+                header(&first, "x-cache-status"),
+                "HIT",
+                "{path} with {accept:?}: {}",
+                nginx.error_log()
+            );
+            let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+            let direct = server.request(Method::GET, path, &headers).await;
+            assert_eq!(direct.header("x-cache"), "HIT", "{path} with {accept:?}");
+        }
+    }
+    assert_eq!(
+        server.metric("imgrelay_transforms_total").await,
+        transforms,
+        "nothing was made again"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod rewrite;
 pub mod serve;
 pub mod sign;
+pub mod warm;
 
 use std::process::ExitCode;
 use std::sync::Arc;

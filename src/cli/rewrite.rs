@@ -20,7 +20,16 @@ pub struct RewriteArgs {
     pub in_place: bool,
     pub out: Option<PathBuf>,
     pub report: Option<PathBuf>,
+    /// The server whose caches are filled afterwards (`--warm`).
+    pub warm: Option<url::Url>,
     pub files: Vec<PathBuf>,
+}
+
+/// What to collect from each document besides its output.
+#[derive(Debug, Clone, Copy)]
+struct Collect {
+    report: bool,
+    advertised: bool,
 }
 
 /// Where one document's output goes.
@@ -44,6 +53,8 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
         eprintln!("imgrelay rewrite: {message}");
         return ExitCode::from(EXIT_USAGE);
     }
+    let preference = settings.serve.image.transform.preference.clone();
+    let tls = crate::fetch::tls_config(&settings.serve.fetch.extra_roots);
     let ctx = match super::context(settings) {
         Ok(ctx) => ctx,
         Err(code) => return code,
@@ -67,12 +78,16 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     }
-    let collect = report.is_some();
+    let collect = Collect {
+        report: report.is_some(),
+        advertised: args.warm.is_some(),
+    };
     let mut failed = 0usize;
+    let mut advertised = Vec::new();
     if args.files.is_empty() {
         let stdin = std::io::stdin();
         let outcome = process(&ctx, &mut stdin.lock(), &Target::Stdout, collect);
-        failed += finish("-", outcome, report.as_mut());
+        failed += finish("-", outcome, report.as_mut(), &mut advertised);
     } else {
         let progress = args.files.len() > 1 && std::io::stderr().is_terminal();
         let total = args.files.len();
@@ -97,7 +112,7 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
             if progress && outcome.is_err() {
                 eprintln!();
             }
-            failed += finish(&name, outcome, report.as_mut());
+            failed += finish(&name, outcome, report.as_mut(), &mut advertised);
         }
         if progress {
             eprintln!("\r\x1b[K{} of {total} files rewritten", total - failed);
@@ -106,6 +121,11 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
     if let Some(mut r) = report {
         if let Err(e) = r.flush() {
             eprintln!("imgrelay rewrite: cannot write report: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    if let Some(base) = &args.warm {
+        if !warm(base, &advertised, &preference, tls) {
             return ExitCode::from(EXIT_FAILED);
         }
     }
@@ -144,14 +164,48 @@ fn check_usage(args: &RewriteArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Reports one document's outcome; returns 1 when it failed.
+/// Warms `base` with the advertised URLs of each document and says how it went; `false` when
+/// the warm-up could not run at all. Variants that fail are reported and do not fail the run:
+/// the rewritten files are written and valid either way.
+fn warm(
+    base: &url::Url,
+    advertised: &[Vec<String>],
+    preference: &[crate::pipeline::Format],
+    tls: rustls::ClientConfig,
+) -> bool {
+    match super::warm::warm(base, advertised, preference, tls) {
+        Ok(summary) => {
+            for (url, accept, reason) in &summary.failed {
+                eprintln!("imgrelay rewrite: warm: {url} ({accept}): {reason}");
+            }
+            eprintln!(
+                "imgrelay rewrite: warmed {} variants of {} images, {} failed, in {:.1} s",
+                summary.warmed,
+                summary.urls,
+                summary.failed.len(),
+                summary.elapsed.as_secs_f64()
+            );
+            true
+        }
+        Err(message) => {
+            eprintln!("imgrelay rewrite: {message}");
+            false
+        }
+    }
+}
+
+/// Reports one document's outcome and keeps its advertised URLs; returns 1 when it failed.
 fn finish(
     name: &str,
     outcome: Result<Summary, String>,
     report: Option<&mut std::io::BufWriter<File>>,
+    advertised: &mut Vec<Vec<String>>,
 ) -> usize {
     match outcome {
-        Ok(summary) => {
+        Ok(mut summary) => {
+            if !summary.advertised.is_empty() {
+                advertised.push(std::mem::take(&mut summary.advertised));
+            }
             if let Some(p) = &summary.passthrough {
                 eprintln!("imgrelay rewrite: {name}: {p}");
             }
@@ -230,7 +284,7 @@ fn process(
     ctx: &Arc<RewriteContext>,
     input: &mut dyn Read,
     target: &Target,
-    collect: bool,
+    collect: Collect,
 ) -> Result<Summary, String> {
     let write_err = |e: std::io::Error| format!("cannot write output: {e}");
     match target {
@@ -256,7 +310,7 @@ fn stream(
     ctx: &Arc<RewriteContext>,
     input: &mut dyn Read,
     out: &mut dyn Write,
-    collect: bool,
+    collect: Collect,
 ) -> Result<Summary, String> {
     // The sink cannot fail, so the first write error is kept and reported at the end.
     let mut write_error: Option<std::io::Error> = None;
@@ -267,7 +321,9 @@ fn stream(
             }
         }
     };
-    let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink).collect_report(collect);
+    let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink)
+        .collect_report(collect.report)
+        .collect_advertised(collect.advertised);
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match input.read(&mut buf) {

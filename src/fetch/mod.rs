@@ -244,7 +244,7 @@ impl Fetcher {
 
 /// rustls with the system's roots and `extra` ones; without any, plain http still works and
 /// https fails per request instead of at startup.
-fn tls_config(extra: &[CertificateDer<'static>]) -> rustls::ClientConfig {
+pub(crate) fn tls_config(extra: &[CertificateDer<'static>]) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();

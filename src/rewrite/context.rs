@@ -169,12 +169,12 @@ impl RewriteContext {
         }
     }
 
-    /// Makes a proxied URL absolute where the markup needs one (`og:image` …).
-    pub fn absolute(&self, proxied: String) -> String {
-        match &self.absolute_base {
-            Some(base) => format!("{base}{proxied}"),
-            None => proxied,
+    /// Appends `proxied` to `out`, made absolute where the markup needs one (`og:image` …).
+    pub fn absolute(&self, out: &mut String, proxied: &str) {
+        if let Some(base) = &self.absolute_base {
+            out.push_str(base);
         }
+        out.push_str(proxied);
     }
 
     /// Options for a reference without a usable size hint.
@@ -218,12 +218,22 @@ pub(crate) enum Markup {
     Decoded,
 }
 
-/// The memoised judgement of one raw URL with one set of options.
+/// An upstream remembered by the [`Memo`]; valid until [`Memo::settle`] starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct UpstreamId(u32);
+
+/// A proxied URL remembered by the [`Memo`]; valid until [`Memo::settle`] starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProxiedId(u32);
+
+/// The memoised judgement of one raw URL with one set of options. Rewrites are handles into
+/// the memo rather than shared strings: a hit then costs no reference counting, which on a
+/// page of thousands of images is a measurable share of the rewrite.
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
     Rewrite {
-        upstream: Arc<str>,
-        proxied: Arc<str>,
+        upstream: UpstreamId,
+        proxied: ProxiedId,
     },
     Keep(&'static str),
     Skip(Arc<str>),
@@ -233,11 +243,7 @@ pub(crate) enum Outcome {
 /// not remembered and cannot crowd out the images).
 #[derive(Debug, Clone)]
 enum Judged {
-    /// The parsed URL is shared, so a hit costs reference counts rather than a copy.
-    Rewrite {
-        url: Arc<Url>,
-        upstream: Arc<str>,
-    },
+    Rewrite(UpstreamId),
     Skip(Arc<str>),
 }
 
@@ -249,13 +255,13 @@ enum Judged {
 pub(crate) struct Memo {
     hasher: RandomState,
     judged: Table<(Box<str>, Markup, Judged)>,
-    /// One shared upstream per distinct upstream text, so that `signed` can key on the
-    /// upstream's address: raw values naming the same image (several wrappers, escapes)
-    /// share their signatures. Every entry of `signed` holds its upstream, so an address
-    /// cannot be reused while it is a key.
-    upstreams: Table<(Arc<Url>, Arc<str>)>,
-    signed: Table<(Arc<str>, Options, Arc<str>)>,
-    /// Approximate heap bytes held by the maps.
+    /// One entry per distinct upstream text, so that raw values naming the same image
+    /// (several wrappers, escapes) share their signatures.
+    upstreams: Vec<Url>,
+    upstream_ids: Table<UpstreamId>,
+    signed: Table<(UpstreamId, Options, ProxiedId)>,
+    proxied: Vec<Box<str>>,
+    /// Approximate heap bytes held.
     bytes: usize,
 }
 
@@ -285,10 +291,24 @@ impl Hasher for PreHashed {
 /// Heap bytes the memo may hold per document; beyond it the memo starts over. Archive pages
 /// repeat a few thousand thumbnails, which this covers.
 const MEMO_BYTES: usize = 2 << 20;
-/// Per-entry overhead beyond the strings (table slot, Arc headers, `Url` indices).
+/// Per-entry overhead beyond the strings (table slot, `Url` indices).
 const ENTRY_OVERHEAD: usize = 96;
 
 impl Memo {
+    /// Starts over when the budget is spent. Called between elements (and front-matter
+    /// values), never inside one, so the handles one element holds stay valid while it is
+    /// edited; the budget is exceeded by at most one element's URLs.
+    pub(crate) fn settle(&mut self) {
+        if self.bytes > MEMO_BYTES {
+            self.judged.clear();
+            self.upstreams.clear();
+            self.upstream_ids.clear();
+            self.signed.clear();
+            self.proxied.clear();
+            self.bytes = 0;
+        }
+    }
+
     pub(crate) fn resolve(
         &mut self,
         ctx: &RewriteContext,
@@ -296,12 +316,12 @@ impl Memo {
         markup: Markup,
         options: Options,
     ) -> Outcome {
-        let (url, upstream) = match self.judge(ctx, raw, markup) {
-            Ok(Judged::Rewrite { url, upstream }) => (url, upstream),
+        let upstream = match self.judge(ctx, raw, markup) {
+            Ok(Judged::Rewrite(upstream)) => upstream,
             Ok(Judged::Skip(reason)) => return Outcome::Skip(reason),
             Err(reason) => return Outcome::Keep(reason),
         };
-        let proxied = self.sign(ctx, &url, &upstream, options);
+        let proxied = self.sign(ctx, upstream, options);
         Outcome::Rewrite { upstream, proxied }
     }
 
@@ -312,34 +332,47 @@ impl Memo {
         ctx: &RewriteContext,
         raw: &str,
         markup: Markup,
-    ) -> Option<(Arc<Url>, Arc<str>)> {
+    ) -> Option<UpstreamId> {
         match self.judge(ctx, raw, markup) {
-            Ok(Judged::Rewrite { url, upstream }) => Some((url, upstream)),
+            Ok(Judged::Rewrite(upstream)) => Some(upstream),
             _ => None,
         }
     }
 
-    /// The proxied URL of `url` (whose text is `upstream`) with `options`.
+    /// The upstream URL's text.
+    pub(crate) fn upstream_text(&self, id: UpstreamId) -> &str {
+        self.upstreams
+            .get(id.0 as usize)
+            .map_or("", |url| url.as_str())
+    }
+
+    /// A proxied URL's text.
+    pub(crate) fn proxied(&self, id: ProxiedId) -> &str {
+        self.proxied.get(id.0 as usize).map_or("", |p| p)
+    }
+
+    /// The proxied URL of `upstream` with `options`.
     pub(crate) fn sign(
         &mut self,
         ctx: &RewriteContext,
-        url: &Url,
-        upstream: &Arc<str>,
+        upstream: UpstreamId,
         options: Options,
-    ) -> Arc<str> {
-        let key = self
-            .hasher
-            .hash_one((Arc::as_ptr(upstream).cast::<u8>() as usize, options));
+    ) -> ProxiedId {
+        let key = self.hasher.hash_one((upstream, options));
         if let Some((u, o, proxied)) = self.signed.get(&key) {
-            if Arc::ptr_eq(u, upstream) && *o == options {
-                return proxied.clone();
+            if *u == upstream && *o == options {
+                return *proxied;
             }
         }
-        let proxied: Arc<str> = ctx.signer.url_for(url, &options).into();
-        self.reserve(ENTRY_OVERHEAD + proxied.len());
-        self.signed
-            .insert(key, (upstream.clone(), options, proxied.clone()));
-        proxied
+        let text = match self.upstreams.get(upstream.0 as usize) {
+            Some(url) => ctx.signer.url_for(url, &options),
+            None => String::new(),
+        };
+        self.bytes += ENTRY_OVERHEAD + text.len();
+        let id = ProxiedId(self.proxied.len() as u32);
+        self.proxied.push(text.into_boxed_str());
+        self.signed.insert(key, (upstream, options, id));
+        id
     }
 
     /// The judgement of `raw`; `Err` carries the reason a URL is kept.
@@ -360,53 +393,34 @@ impl Memo {
             Markup::Decoded => std::borrow::Cow::Borrowed(raw),
         };
         let judged = match ctx.decide(&decoded) {
-            Decision::Rewrite(url) => Judged::Rewrite {
-                upstream: url.as_str().into(),
-                url: Arc::new(url),
-            },
+            Decision::Rewrite(url) => Judged::Rewrite(self.intern(url)),
             Decision::Skip(reason) => Judged::Skip(reason.into()),
             Decision::Keep(reason) => return Err(reason),
         };
-        let size = ENTRY_OVERHEAD
+        self.bytes += ENTRY_OVERHEAD
             + raw.len()
             + match &judged {
-                Judged::Rewrite { upstream, .. } => 2 * upstream.len(),
+                Judged::Rewrite(_) => 0,
                 Judged::Skip(reason) => reason.len(),
             };
-        self.reserve(size);
-        let judged = match judged {
-            Judged::Rewrite { url, upstream } => {
-                let (url, upstream) = self.intern(url, upstream);
-                Judged::Rewrite { url, upstream }
-            }
-            skip => skip,
-        };
         self.judged
             .insert(key, (raw.into(), markup, judged.clone()));
         Ok(judged)
     }
 
-    /// The shared copy of an upstream equal to `upstream`, or `upstream` itself.
-    fn intern(&mut self, url: Arc<Url>, upstream: Arc<str>) -> (Arc<Url>, Arc<str>) {
-        let key = self.hasher.hash_one(&*upstream);
-        match self.upstreams.get(&key) {
-            Some((u, text)) if *text == upstream => (u.clone(), text.clone()),
-            _ => {
-                self.upstreams.insert(key, (url.clone(), upstream.clone()));
-                (url, upstream)
+    /// The id of the upstream equal to `url`, remembering it when it is new.
+    fn intern(&mut self, url: Url) -> UpstreamId {
+        let key = self.hasher.hash_one(url.as_str());
+        if let Some(&id) = self.upstream_ids.get(&key) {
+            if self.upstream_text(id) == url.as_str() {
+                return id;
             }
         }
-    }
-
-    /// Makes room for `size` more bytes, starting over when the budget is spent.
-    fn reserve(&mut self, size: usize) {
-        if self.bytes + size > MEMO_BYTES {
-            self.judged.clear();
-            self.upstreams.clear();
-            self.signed.clear();
-            self.bytes = 0;
-        }
-        self.bytes += size;
+        self.bytes += ENTRY_OVERHEAD + url.as_str().len();
+        let id = UpstreamId(self.upstreams.len() as u32);
+        self.upstreams.push(url);
+        self.upstream_ids.insert(key, id);
+        id
     }
 }
 
@@ -436,24 +450,46 @@ mod tests {
             &mut memo,
             "https://corsproxy.io/?http%3A%2F%2Fa.example%2Fx.jpg%3Fw%3D1%26h%3D2",
         );
-        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a, b);
+        assert_eq!(memo.proxied.len(), 1);
         let other = proxied(
             &mut memo,
             "https://cors.zfour.workers.dev/?http://a.example/y.jpg",
         );
-        assert_ne!(a, other);
-        let (url, upstream) = memo
+        assert_ne!(memo.proxied(a), memo.proxied(other));
+        let upstream = memo
             .upstream(
                 &ctx,
                 "https://cors.zfour.workers.dev/?http://a.example/y.jpg",
                 Markup::Html,
             )
             .unwrap();
-        assert!(Arc::ptr_eq(
-            &memo.sign(&ctx, &url, &upstream, options),
-            &other
-        ));
-        let wider = memo.sign(&ctx, &url, &upstream, Options::sized(1280, 0));
-        assert_ne!(wider, other);
+        assert_eq!(memo.upstream_text(upstream), "http://a.example/y.jpg");
+        assert_eq!(memo.sign(&ctx, upstream, options), other);
+        let wider = memo.sign(&ctx, upstream, Options::sized(1280, 0));
+        assert_ne!(memo.proxied(wider), memo.proxied(other));
+    }
+
+    #[test]
+    fn the_memo_starts_over_only_between_elements() {
+        let ctx = ctx();
+        let mut memo = Memo::default();
+        for i in 0..20_000 {
+            let raw = format!("https://cors.zfour.workers.dev/?http://a.example/{i}.jpg");
+            let Outcome::Rewrite { upstream, proxied } =
+                memo.resolve(&ctx, &raw, Markup::Html, Options::sized(640, 0))
+            else {
+                panic!("not rewritten");
+            };
+            // Within one element the handles stay valid however full the memo is.
+            assert_eq!(
+                memo.upstream_text(upstream),
+                format!("http://a.example/{i}.jpg")
+            );
+            assert!(memo.proxied(proxied).starts_with("/img/"));
+            memo.settle();
+            assert!(memo.bytes <= MEMO_BYTES);
+        }
+        assert!(memo.upstreams.len() < 20_000, "the memo never started over");
     }
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::context::{Markup, Memo, Outcome, RewriteContext};
+use super::context::{Markup, Memo, Outcome, ProxiedId, RewriteContext};
 use super::hints::{SizeHint, SizeStatus};
 use super::report::{Action, Counts, HintReport, RefReport};
 use super::tag::Edits;
@@ -18,6 +18,8 @@ pub(crate) struct DocState {
     pub images_seen: usize,
     pub counts: Counts,
     pub report: Option<Vec<RefReport>>,
+    /// Every proxied URL written, in document order, when collected (`rewrite --warm`).
+    pub advertised: Option<Vec<String>>,
     /// Attribute edits of the element being handled.
     pub(super) edits: Edits,
 }
@@ -33,6 +35,7 @@ impl DocState {
             images_seen: 0,
             counts: Counts::default(),
             report: collect_report.then(Vec::new),
+            advertised: None,
             edits: Edits::default(),
         }
     }
@@ -66,7 +69,15 @@ impl DocState {
         }
     }
 
-    /// Judges one raw URL, records it, and returns the proxied URL to write instead.
+    /// Notes a proxied URL that goes into the output.
+    pub(crate) fn advertise(&mut self, id: ProxiedId) {
+        if let Some(list) = &mut self.advertised {
+            list.push(self.memo.proxied(id).to_string());
+        }
+    }
+
+    /// Judges one raw URL, records it, and returns the proxied URL to write instead (its text
+    /// is `self.memo.proxied(id)`).
     pub(crate) fn resolve(
         &mut self,
         place: impl FnOnce() -> String,
@@ -74,12 +85,24 @@ impl DocState {
         markup: Markup,
         options: Options,
         hint: Hint<'_>,
-    ) -> Option<Arc<str>> {
+    ) -> Option<ProxiedId> {
         let outcome = self.memo.resolve(&self.ctx, raw, markup, options);
         match outcome {
             Outcome::Rewrite { upstream, proxied } => {
                 let reason = "rewritten".into();
-                self.record(place, raw, Action::Rewritten, reason, Some(&upstream), hint);
+                // Copied only for a report, so that an unreported rewrite allocates nothing.
+                let upstream = self
+                    .report
+                    .is_some()
+                    .then(|| self.memo.upstream_text(upstream).to_string());
+                self.record(
+                    place,
+                    raw,
+                    Action::Rewritten,
+                    reason,
+                    upstream.as_deref(),
+                    hint,
+                );
                 Some(proxied)
             }
             Outcome::Keep(reason) => {

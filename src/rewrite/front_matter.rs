@@ -99,17 +99,21 @@ pub(crate) fn rewrite(block: &[u8], st: &mut DocState, out: &mut Vec<u8>) {
     let mut copied = 0;
     for scalar in &scan.scalars {
         let written = String::from_utf8_lossy(&block[scalar.written.clone()]);
+        st.memo.settle();
         // The memo is keyed by the decoded value; the report shows the value as written.
         let outcome = st
             .memo
             .resolve(&ctx, &scalar.value, Markup::Decoded, options);
         let (action, reason, upstream, proxied) = match outcome {
-            Outcome::Rewrite { upstream, proxied } => (
-                Action::Rewritten,
-                Cow::Borrowed("rewritten"),
-                Some(upstream),
-                Some(proxied),
-            ),
+            Outcome::Rewrite { upstream, proxied } => {
+                st.advertise(proxied);
+                (
+                    Action::Rewritten,
+                    Cow::Borrowed("rewritten"),
+                    Some(st.memo.upstream_text(upstream).to_string()),
+                    Some(st.memo.proxied(proxied).to_string()),
+                )
+            }
             Outcome::Keep(reason) => (Action::Kept, Cow::Borrowed(reason), None, None),
             Outcome::Skip(reason) => (Action::Skipped, Cow::Owned(reason.to_string()), None, None),
         };

@@ -75,6 +75,7 @@ pub(crate) fn settings(
             let window = lock(&window);
             let tag = Tag::new(el, &window);
             let mut st = lock(&state);
+            st.memo.settle();
             st.edits.begin(el);
             handler(&mut st, el, &tag);
             st.edits.apply(el, &tag);
@@ -111,11 +112,15 @@ fn rewrite_attr(
         let Some(proxied) = st.resolve(|| place(el, attr), raw, Markup::Html, options, hint) else {
             return false;
         };
+        st.advertise(proxied);
+        let DocState {
+            ctx, memo, edits, ..
+        } = st;
+        let proxied = memo.proxied(proxied);
         if holds == Holds::AbsoluteUrl {
-            let absolute = st.ctx.absolute(proxied.to_string());
-            st.edits.set(attr, &absolute);
+            edits.set_with(attr, |value| ctx.absolute(value, proxied));
         } else {
-            st.edits.set(attr, &proxied);
+            edits.set(attr, proxied);
         }
         return true;
     }
@@ -130,8 +135,9 @@ fn rewrite_attr(
         };
         let url = &raw[c.url.clone()];
         if let Some(proxied) = st.resolve(|| place(el, attr), url, Markup::Html, opts, hint) {
+            st.advertise(proxied);
             out.push_str(&raw[last..c.url.start]);
-            out.push_str(&proxied);
+            out.push_str(st.memo.proxied(proxied));
             last = c.url.end;
         }
     }
@@ -320,10 +326,15 @@ fn generated_srcset(
     if srcset_widths(&policy.srcset_widths, w).nth(1).is_none() {
         return false;
     }
-    let Some((url, upstream)) = st.memo.upstream(ctx, src, Markup::Html) else {
+    let Some(upstream) = st.memo.upstream(ctx, src, Markup::Html) else {
         return false;
     };
-    let DocState { memo, edits, .. } = st;
+    let DocState {
+        memo,
+        edits,
+        advertised,
+        ..
+    } = st;
     edits.set_with(attr, |srcset| {
         for (i, cw) in srcset_widths(&policy.srcset_widths, w).enumerate() {
             let opts = if cw == w {
@@ -331,11 +342,14 @@ fn generated_srcset(
             } else {
                 Options::sized(cw, 0)
             };
-            let proxied = memo.sign(ctx, &url, &upstream, opts);
+            let proxied = memo.sign(ctx, upstream, opts);
+            if let Some(list) = advertised.as_mut() {
+                list.push(memo.proxied(proxied).to_string());
+            }
             if i > 0 {
                 srcset.push_str(", ");
             }
-            srcset.push_str(&proxied);
+            srcset.push_str(memo.proxied(proxied));
             srcset.push(' ');
             srcset.push_str(Decimal::new(cw).as_str());
             srcset.push('w');
@@ -409,7 +423,9 @@ fn on_a(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     let options = st.ctx.unsized_options();
     let ctx = st.ctx.clone();
     match st.memo.resolve(&ctx, &raw, Markup::Html, options) {
-        Outcome::Rewrite { upstream, .. } if is_image_path(url_path(&upstream)) => {
+        Outcome::Rewrite { upstream, .. }
+            if is_image_path(url_path(st.memo.upstream_text(upstream))) =>
+        {
             rewrite_attr(st, el, ("href", Holds::Url), &raw, options, None);
         }
         _ => {}
@@ -487,8 +503,9 @@ fn on_style(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         from = end;
         let url = &raw[start..end];
         if let Some(proxied) = st.resolve(|| place(el, "style"), url, Markup::Html, options, None) {
+            st.advertise(proxied);
             out.push_str(&raw[last..start]);
-            out.push_str(&proxied);
+            out.push_str(st.memo.proxied(proxied));
             last = end;
         }
     }

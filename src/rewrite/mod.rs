@@ -87,6 +87,9 @@ pub struct Summary {
     pub counts: Counts,
     /// Entries when collection was enabled with [`Rewriter::collect_report`].
     pub refs: Vec<RefReport>,
+    /// Every proxied URL written, in document order, when enabled with
+    /// [`Rewriter::collect_advertised`].
+    pub advertised: Vec<String>,
     pub passthrough: Option<Passthrough>,
     /// The encoding the document was read and written in.
     pub encoding: &'static Encoding,
@@ -201,6 +204,12 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         self
     }
 
+    /// Collects every proxied URL the output advertises (src and srcset candidates alike).
+    pub fn collect_advertised(self, collect: bool) -> Self {
+        lock(&self.state).advertised = collect.then(Vec::new);
+        self
+    }
+
     fn max_memory(&self) -> usize {
         self.ctx.policy().max_memory_kb.saturating_mul(1024)
     }
@@ -257,6 +266,7 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         Summary {
             counts: state.counts,
             refs: state.report.take().unwrap_or_default(),
+            advertised: state.advertised.take().unwrap_or_default(),
             passthrough: self.passthrough.clone(),
             encoding: self.encoding,
         }
