@@ -14,6 +14,7 @@ pub mod config;
 mod fetch;
 mod hosts;
 pub mod pipeline;
+pub mod probe;
 pub mod rewrite;
 mod secret_file;
 mod server;

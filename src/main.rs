@@ -79,6 +79,20 @@ enum Command {
         /// nginx in front of imgrelay), for each format set readers negotiate.
         #[arg(long, value_name = "URL", value_parser = imgrelay::cli::warm::parse_base)]
         warm: Option<url::Url>,
+        /// First fetch every upstream picture once: real sizes for pictures without a usable
+        /// data-size, srcset up to each picture's width, the result in --report, a summary.
+        #[arg(long)]
+        probe: bool,
+        /// With --probe: exit with status 3 when a rewritten reference points at a broken
+        /// picture.
+        #[arg(long, requires = "probe")]
+        fail_on_broken: bool,
+        /// With --probe: where results are kept between runs.
+        #[arg(long, value_name = "FILE", requires = "probe", default_value = imgrelay::cli::probe::DEFAULT_CACHE)]
+        probe_cache: PathBuf,
+        /// With --probe: how many hours a kept result is trusted (0: probe everything again).
+        #[arg(long, value_name = "HOURS", requires = "probe", default_value_t = 168)]
+        probe_max_age: u64,
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -127,6 +141,10 @@ fn main() -> ExitCode {
             out,
             report,
             warm,
+            probe,
+            fail_on_broken,
+            probe_cache,
+            probe_max_age,
             files,
         } => match config.settings() {
             Ok(settings) => rewrite::run(
@@ -136,6 +154,11 @@ fn main() -> ExitCode {
                     out,
                     report,
                     warm,
+                    probe: probe.then(|| imgrelay::cli::probe::ProbeArgs {
+                        cache: probe_cache,
+                        max_age: std::time::Duration::from_secs(probe_max_age.saturating_mul(3600)),
+                        fail_on_broken,
+                    }),
                     files,
                 },
             ),

@@ -1,5 +1,6 @@
 //! Command implementations behind `src/main.rs`.
 
+pub mod probe;
 pub mod rewrite;
 pub mod serve;
 pub mod sign;

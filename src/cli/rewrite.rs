@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::rewrite::{DocKind, RefReport, RewriteContext, Rewriter, Summary};
+use crate::rewrite::{DocKind, Probes, RefReport, RewriteContext, Rewriter, Summary};
+
+use super::probe::{ProbeArgs, Tally};
 
 use super::{EXIT_FAILED, EXIT_USAGE};
 
@@ -22,14 +24,20 @@ pub struct RewriteArgs {
     pub report: Option<PathBuf>,
     /// The server whose caches are filled afterwards (`--warm`).
     pub warm: Option<url::Url>,
+    /// Probe every upstream first (`--probe`).
+    pub probe: Option<ProbeArgs>,
     pub files: Vec<PathBuf>,
 }
 
-/// What to collect from each document besides its output.
-#[derive(Debug, Clone, Copy)]
+/// Exit status of `--fail-on-broken` when a rewritten reference points at a broken picture.
+pub const EXIT_BROKEN: u8 = 3;
+
+/// What to collect from each document besides its output, and what it is rewritten with.
+#[derive(Debug, Clone)]
 struct Collect {
     report: bool,
     advertised: bool,
+    probes: Option<Arc<Probes>>,
 }
 
 /// Where one document's output goes.
@@ -54,6 +62,7 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     let preference = settings.serve.image.transform.preference.clone();
+    let fetch = settings.serve.fetch.clone();
     let tls = crate::fetch::tls_config(&settings.serve.fetch.extra_roots);
     let ctx = match super::context(settings) {
         Ok(ctx) => ctx,
@@ -78,16 +87,56 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     }
+    // Probing reads every input twice, so stdin is read into memory first.
+    let mut stdin_bytes = Vec::new();
+    if args.files.is_empty() && args.probe.is_some() {
+        if let Err(e) = std::io::stdin().lock().read_to_end(&mut stdin_bytes) {
+            eprintln!("imgrelay rewrite: -: cannot read: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    let probed = match &args.probe {
+        Some(probe_args) => {
+            let mut upstreams = Vec::new();
+            if args.files.is_empty() {
+                upstreams.extend(upstreams_of(&ctx, &mut &stdin_bytes[..]));
+            }
+            for path in &args.files {
+                // A file that cannot be read is reported by the rewrite pass.
+                if let Ok(mut f) = File::open(path) {
+                    upstreams.extend(upstreams_of(&ctx, &mut f));
+                }
+            }
+            match super::probe::run(fetch, upstreams, probe_args) {
+                Ok(run) => Some(run),
+                Err(message) => {
+                    eprintln!("imgrelay rewrite: {message}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            }
+        }
+        None => None,
+    };
     let collect = Collect {
-        report: report.is_some(),
+        report: report.is_some() || probed.is_some(),
         advertised: args.warm.is_some(),
+        probes: probed.as_ref().map(|(probes, _, _)| probes.clone()),
     };
     let mut failed = 0usize;
     let mut advertised = Vec::new();
+    let mut tally = Tally::default();
     if args.files.is_empty() {
-        let stdin = std::io::stdin();
-        let outcome = process(&ctx, &mut stdin.lock(), &Target::Stdout, collect);
-        failed += finish("-", outcome, report.as_mut(), &mut advertised);
+        let outcome = if probed.is_some() {
+            process(&ctx, &mut &stdin_bytes[..], &Target::Stdout, &collect)
+        } else {
+            process(
+                &ctx,
+                &mut std::io::stdin().lock(),
+                &Target::Stdout,
+                &collect,
+            )
+        };
+        failed += finish("-", outcome, report.as_mut(), &mut advertised, &mut tally);
     } else {
         let progress = args.files.len() > 1 && std::io::stderr().is_terminal();
         let total = args.files.len();
@@ -106,13 +155,13 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
                 Target::Stdout
             };
             let outcome = match File::open(path) {
-                Ok(mut f) => process(&ctx, &mut f, &target, collect),
+                Ok(mut f) => process(&ctx, &mut f, &target, &collect),
                 Err(e) => Err(format!("cannot read: {e}")),
             };
             if progress && outcome.is_err() {
                 eprintln!();
             }
-            failed += finish(&name, outcome, report.as_mut(), &mut advertised);
+            failed += finish(&name, outcome, report.as_mut(), &mut advertised, &mut tally);
         }
         if progress {
             eprintln!("\r\x1b[K{} of {total} files rewritten", total - failed);
@@ -124,6 +173,12 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     }
+    if let Some((probes, requests, elapsed)) = &probed {
+        eprintln!(
+            "imgrelay rewrite: {}",
+            tally.line(probes.len(), *requests, *elapsed)
+        );
+    }
     if let Some(base) = &args.warm {
         if !warm(base, &advertised, &preference, tls) {
             return ExitCode::from(EXIT_FAILED);
@@ -131,6 +186,8 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
     }
     if failed > 0 {
         ExitCode::from(EXIT_FAILED)
+    } else if args.probe.as_ref().is_some_and(|p| p.fail_on_broken) && tally.broken() > 0 {
+        ExitCode::from(EXIT_BROKEN)
     } else {
         ExitCode::SUCCESS
     }
@@ -200,9 +257,11 @@ fn finish(
     outcome: Result<Summary, String>,
     report: Option<&mut std::io::BufWriter<File>>,
     advertised: &mut Vec<Vec<String>>,
+    tally: &mut Tally,
 ) -> usize {
     match outcome {
         Ok(mut summary) => {
+            tally.add(&summary.refs);
             if !summary.advertised.is_empty() {
                 advertised.push(std::mem::take(&mut summary.advertised));
             }
@@ -284,7 +343,7 @@ fn process(
     ctx: &Arc<RewriteContext>,
     input: &mut dyn Read,
     target: &Target,
-    collect: Collect,
+    collect: &Collect,
 ) -> Result<Summary, String> {
     let write_err = |e: std::io::Error| format!("cannot write output: {e}");
     match target {
@@ -305,12 +364,26 @@ fn process(
     }
 }
 
+/// The upstreams `input` would have proxied, in document order (the first pass of `--probe`;
+/// a document that cannot be read is reported by the second).
+fn upstreams_of(ctx: &Arc<RewriteContext>, input: &mut dyn Read) -> Vec<String> {
+    let collect = Collect {
+        report: true,
+        advertised: false,
+        probes: None,
+    };
+    match stream(ctx, input, &mut std::io::sink(), &collect) {
+        Ok(summary) => super::probe::rewritten_upstreams(summary.refs).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Reads `input` in chunks into the rewriter, whose output goes to `out`.
 fn stream(
     ctx: &Arc<RewriteContext>,
     input: &mut dyn Read,
     out: &mut dyn Write,
-    collect: Collect,
+    collect: &Collect,
 ) -> Result<Summary, String> {
     // The sink cannot fail, so the first write error is kept and reported at the end.
     let mut write_error: Option<std::io::Error> = None;
@@ -324,6 +397,9 @@ fn stream(
     let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink)
         .collect_report(collect.report)
         .collect_advertised(collect.advertised);
+    if let Some(probes) = &collect.probes {
+        rw = rw.with_probes(probes.clone());
+    }
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match input.read(&mut buf) {

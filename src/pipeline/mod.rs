@@ -53,11 +53,12 @@ pub use options::{Format, Options, OptionsError, MAX_DIMENSION};
 
 use self::animation::AnimatedFormat;
 use self::encode::Encoding;
+pub(crate) use self::orient::read_metadata;
 use self::orient::Metadata;
 use self::raster::Raster;
 use self::resize::Plan;
 use self::sniff::Header;
-pub(crate) use self::sniff::SourceFormat;
+pub(crate) use self::sniff::{sniff, SourceFormat};
 
 /// Work caps from `[image]` in the config: what one image may cost, checked from its header
 /// before any decoder runs.

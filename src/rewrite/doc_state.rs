@@ -2,6 +2,7 @@
 //! URLs, how many images were seen, the counts and the report.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::context::{Markup, Memo, Outcome, ProxiedId, RewriteContext};
@@ -9,6 +10,10 @@ use super::hints::{SizeHint, SizeStatus};
 use super::report::{Action, Counts, HintReport, RefReport};
 use super::tag::Edits;
 use crate::pipeline::Options;
+use crate::probe::{HintAgreement, Probe};
+
+/// Probe results by upstream URL.
+pub type Probes = HashMap<String, Probe>;
 
 /// Per-document state shared by the handlers.
 #[derive(Debug)]
@@ -20,6 +25,8 @@ pub(crate) struct DocState {
     pub report: Option<Vec<RefReport>>,
     /// Every proxied URL written, in document order, when collected (`rewrite --warm`).
     pub advertised: Option<Vec<String>>,
+    /// What probing found, when the document is rewritten after a probe.
+    pub probes: Option<Arc<Probes>>,
     /// Attribute edits of the element being handled.
     pub(super) edits: Edits,
 }
@@ -36,6 +43,7 @@ impl DocState {
             counts: Counts::default(),
             report: collect_report.then(Vec::new),
             advertised: None,
+            probes: None,
             edits: Edits::default(),
         }
     }
@@ -58,6 +66,14 @@ impl DocState {
                 }
                 _ => reason,
             };
+            let probe = upstream
+                .zip(self.probes.as_ref())
+                .and_then(|(u, probes)| probes.get(u))
+                .cloned();
+            let agreement = hint
+                .and_then(|(_, h)| h.size)
+                .zip(probe.as_ref().and_then(Probe::size))
+                .map(|(hinted, real)| HintAgreement::of(hinted, real));
             report.push(RefReport {
                 place: place(),
                 original: original.to_string(),
@@ -65,8 +81,17 @@ impl DocState {
                 reason,
                 upstream: upstream.map(str::to_string),
                 size_hint: hint.map(|(raw, h)| HintReport::new(raw, &h)),
+                probe,
+                hint: agreement,
             });
         }
+    }
+
+    /// The probed size (as shown) of the picture `raw` names, if it was probed.
+    pub(crate) fn probed_size(&mut self, raw: &str, markup: Markup) -> Option<(u32, u32)> {
+        let probes = self.probes.as_ref()?;
+        let upstream = self.memo.upstream(&self.ctx, raw, markup)?;
+        probes.get(self.memo.upstream_text(upstream))?.size()
     }
 
     /// Notes a proxied URL that goes into the output.

@@ -15,6 +15,7 @@ use super::context::{Markup, Outcome, RewriteContext};
 use super::doc_state::{DocState, Hint};
 use super::hints::{at_density, parse_srcset, srcset_widths, target_size, SizeHint};
 use super::tag::{InputWindow, Tag};
+use crate::probe::HintAgreement;
 use crate::sync::lock;
 use crate::urls::Options;
 
@@ -227,9 +228,17 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         .data_size
         .as_deref()
         .map(|raw| (raw, SizeHint::parse(raw)));
-    let size = hint
-        .and_then(|(_, h)| h.size)
-        .map(|s| target_size(s, policy.max_width));
+    // A probed picture sizes what has no usable hint, and lets srcset reach its real width.
+    let probed = attrs
+        .urls
+        .iter()
+        .flatten()
+        .find_map(|raw| st.probed_size(raw, Markup::Html));
+    // A hint of another shape than the picture would reserve the wrong box: the picture wins.
+    let hinted = hint.and_then(|(_, h)| h.size).filter(|&hinted| {
+        probed.is_none_or(|real| HintAgreement::of(hinted, real) != HintAgreement::Mismatch)
+    });
+    let size = hinted.or(probed).map(|s| target_size(s, policy.max_width));
     let options = size.map_or_else(|| ctx.unsized_options(), |(w, h)| Options::sized(w, h));
 
     let mut rewritten = [false; 3];
@@ -251,19 +260,22 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         return;
     }
     if let Some((w, h)) = size {
+        // The widest srcset candidate: the target, or the probed picture's own width (never
+        // beyond it, and never beyond max_width).
+        let top = probed.map_or(w, |(pw, _)| pw.min(policy.max_width));
         if policy.img.dimensions && !attrs.has_size_attr {
             st.edits.set("width", Decimal::new(w).as_str());
             st.edits.set("height", Decimal::new(h).as_str());
         }
         let mut generated = false;
         if let (true, None, Some(src)) = (rewritten[0], &attrs.srcsets[0], &attrs.urls[0]) {
-            generated |= generated_srcset(st, &ctx, src, options, (w, "srcset"));
+            generated |= generated_srcset(st, &ctx, src, options, (w, top, "srcset"));
         }
         // Lazy loaders copy data-srcset into srcset when the picture comes into view.
         let lazy = (1..3).find(|&i| rewritten[i]);
         if let (Some(i), None) = (lazy, &attrs.srcsets[1]) {
             if let Some(src) = &attrs.urls[i] {
-                generated |= generated_srcset(st, &ctx, src, options, (w, "data-srcset"));
+                generated |= generated_srcset(st, &ctx, src, options, (w, top, "data-srcset"));
             }
         }
         if generated && !attrs.has_sizes {
@@ -311,19 +323,19 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
 }
 
 /// Sets `attr` (`srcset`, `data-srcset`) to the srcset generated for a rewritten `src` whose
-/// target width is `w`: the configured widths below it, then the target itself with the
-/// image's own `options`. The source is judged once and only signed per width. Returns whether
-/// it was set.
+/// target width is `w`: the configured widths below `top` (`w`, or the probed picture's width),
+/// then `top` itself; the candidate at `w` has the image's own `options`. The source is judged
+/// once and only signed per width. Returns whether it was set.
 fn generated_srcset(
     st: &mut DocState,
     ctx: &RewriteContext,
     src: &str,
     options: Options,
-    (w, attr): (u32, &'static str),
+    (w, top, attr): (u32, u32, &'static str),
 ) -> bool {
     let policy = ctx.policy();
     // A single width needs no srcset.
-    if srcset_widths(&policy.srcset_widths, w).nth(1).is_none() {
+    if srcset_widths(&policy.srcset_widths, top).nth(1).is_none() {
         return false;
     }
     let Some(upstream) = st.memo.upstream(ctx, src, Markup::Html) else {
@@ -336,7 +348,7 @@ fn generated_srcset(
         ..
     } = st;
     edits.set_with(attr, |srcset| {
-        for (i, cw) in srcset_widths(&policy.srcset_widths, w).enumerate() {
+        for (i, cw) in srcset_widths(&policy.srcset_widths, top).enumerate() {
             let opts = if cw == w {
                 options
             } else {

@@ -25,6 +25,7 @@ use encoding_rs::Encoding;
 use lol_html::{AsciiCompatibleEncoding, OutputSink};
 
 pub use context::{Decision, ImgAdditions, Policy, RewriteContext, RewriteSettings};
+pub use doc_state::Probes;
 pub use report::{Action, Counts, HintReport, RefReport};
 
 use doc_state::DocState;
@@ -201,6 +202,13 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
     /// Collects one [`RefReport`] per image reference (memory grows with the document).
     pub fn collect_report(self, collect: bool) -> Self {
         lock(&self.state).report = collect.then(Vec::new);
+        self
+    }
+
+    /// Rewrites with what probing found: sizes for pictures without a usable hint, srcset up
+    /// to each picture's real width, and the probe in each report entry.
+    pub fn with_probes(self, probes: Arc<Probes>) -> Self {
+        lock(&self.state).probes = Some(probes);
         self
     }
 

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::hints::{SizeHint, SizeStatus};
+use crate::probe::{HintAgreement, Probe};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,6 +50,12 @@ pub struct RefReport {
     /// The absolute upstream URL, when one was found.
     pub upstream: Option<String>,
     pub size_hint: Option<HintReport>,
+    /// What probing the upstream found (`rewrite --probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+    /// How the size hint compares with the probed picture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<HintAgreement>,
 }
 
 /// Counts kept whether or not the entries themselves are collected.
