@@ -87,6 +87,10 @@ enum Command {
         /// picture.
         #[arg(long, requires = "probe")]
         fail_on_broken: bool,
+        /// With --probe: each picture's dominant colour as its <img>'s background while it
+        /// loads (off by default: a strict style-src CSP blocks inline styles).
+        #[arg(long, requires = "probe")]
+        placeholder: bool,
         /// With --probe: where results are kept between runs.
         #[arg(long, value_name = "FILE", requires = "probe", default_value = imgrelay::cli::probe::DEFAULT_CACHE)]
         probe_cache: PathBuf,
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
             warm,
             probe,
             fail_on_broken,
+            placeholder,
             probe_cache,
             probe_max_age,
             files,
@@ -158,6 +163,7 @@ fn main() -> ExitCode {
                         cache: probe_cache,
                         max_age: std::time::Duration::from_secs(probe_max_age.saturating_mul(3600)),
                         fail_on_broken,
+                        placeholder,
                     }),
                     files,
                 },

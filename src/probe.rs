@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::fetch::{FetchError, FetchSettings, Fetcher};
-use crate::pipeline::{read_metadata, sniff, SourceFormat};
+use crate::pipeline::decode::decode;
+use crate::pipeline::{read_metadata, sniff, Header, Limits, SourceFormat};
 
 /// Probes in flight at once, and per upstream host (a blog's pictures mostly share one host,
 /// which should not see a burst from one publish).
@@ -36,6 +37,9 @@ pub struct Probe {
     pub orientation: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The dominant colour, `#rrggbb`, when asked for (`--placeholder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
     /// Why a picture is broken, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -79,6 +83,7 @@ impl Probe {
             height: None,
             orientation: None,
             bytes: None,
+            colour: None,
             detail: Some(detail),
         }
     }
@@ -91,8 +96,9 @@ impl Probe {
         }
     }
 
-    /// Reads what a body says.
-    fn of_body(body: &[u8]) -> Probe {
+    /// Reads what a body says; with `colours`, also its dominant colour, decoded within
+    /// those limits.
+    fn of_body(body: &[u8], colours: Option<&Limits>) -> Probe {
         let header = match sniff(body) {
             Ok(header) => header,
             Err(e) => return Probe::broken(ProbeStatus::NotAnImage, e.to_string()),
@@ -111,6 +117,7 @@ impl Probe {
             height: sized.then_some(h),
             orientation: Some(meta.orientation),
             bytes: Some(body.len() as u64),
+            colour: colours.and_then(|limits| dominant_colour(body, &header, limits)),
             detail: None,
         }
     }
@@ -133,6 +140,45 @@ impl Probe {
     }
 }
 
+/// The dominant colour of a still picture as `#rrggbb`: the fullest cell of a histogram with
+/// 4 bits per channel over a small decode (JPEG decodes at 1/8), averaged over that cell. The
+/// mean of all pixels would give a muddy colour no part of the picture has.
+fn dominant_colour(body: &[u8], header: &Header, limits: &Limits) -> Option<String> {
+    if header.animated
+        || header.format == SourceFormat::Svg
+        || header.pixels() > limits.max_src_pixels
+    {
+        return None;
+    }
+    let raster = decode(body, header, (1, 1), limits).ok()?.raster;
+    let channels = raster.channels();
+    let mut cells = vec![(0u32, [0u64; 3]); 4096];
+    for px in raster.data.chunks_exact(channels) {
+        // Transparent pixels show the page, not the picture.
+        if channels == 4 && px[3] < 128 {
+            continue;
+        }
+        let cell =
+            usize::from(px[0] >> 4) << 8 | usize::from(px[1] >> 4) << 4 | usize::from(px[2] >> 4);
+        let (n, sum) = &mut cells[cell];
+        *n += 1;
+        for (s, &v) in sum.iter_mut().zip(px) {
+            *s += u64::from(v);
+        }
+    }
+    let (n, sum) = cells
+        .iter()
+        .max_by_key(|(n, _)| *n)
+        .filter(|(n, _)| *n > 0)?;
+    let n = u64::from(*n);
+    Some(format!(
+        "#{:02x}{:02x}{:02x}",
+        sum[0] / n,
+        sum[1] / n,
+        sum[2] / n
+    ))
+}
+
 /// How probing went as a whole.
 #[derive(Debug, Default)]
 pub(crate) struct ProbeRun {
@@ -147,6 +193,7 @@ pub(crate) fn probe_all(
     settings: FetchSettings,
     upstreams: Vec<String>,
     known: HashMap<String, Probe>,
+    colours: Option<Limits>,
 ) -> Result<ProbeRun, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -189,7 +236,17 @@ pub(crate) fn probe_all(
                     );
                 };
                 let probe = match fetcher.fetch(&url).await {
-                    Ok(body) => Probe::of_body(&body),
+                    // Decoding for a colour is CPU work: off the thread that drives the fetches.
+                    Ok(body) => match colours {
+                        Some(limits) => tokio::task::spawn_blocking(move || {
+                            Probe::of_body(&body, Some(&limits))
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Probe::broken(ProbeStatus::NotAnImage, format!("decoding failed: {e}"))
+                        }),
+                        None => Probe::of_body(&body, None),
+                    },
                     Err(e) => Probe::of_error(&e),
                 };
                 (upstream, probe)
@@ -259,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_no_picture_is_said_so() {
-        let probe = Probe::of_body(b"<!doctype html><p>gone</p>");
+        let probe = Probe::of_body(b"<!doctype html><p>gone</p>", None);
         assert_eq!(probe.status, ProbeStatus::NotAnImage);
         assert_eq!(probe.size(), None);
     }

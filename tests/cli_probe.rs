@@ -39,7 +39,15 @@ struct Run {
     report: Vec<serde_json::Value>,
 }
 
-fn rewrite(dir: &Path, config: &Path, extra: &[&str]) -> Run {
+/// `imgrelay rewrite --probe … post.md` in `dir`, off the runtime that serves the origin.
+async fn rewrite(dir: &Path, config: &Path, extra: &'static [&'static str]) -> Run {
+    let (dir, config) = (dir.to_path_buf(), config.to_path_buf());
+    tokio::task::spawn_blocking(move || rewrite_blocking(&dir, &config, extra))
+        .await
+        .unwrap()
+}
+
+fn rewrite_blocking(dir: &Path, config: &Path, extra: &[&str]) -> Run {
     let post = dir.join("post.md");
     let out = dir.join("out");
     let report = dir.join("report.jsonl");
@@ -127,12 +135,7 @@ async fn probing_sizes_reports_and_caches_every_picture() {
     );
     std::fs::write(dir.path().join("post.md"), &post).unwrap();
 
-    let first = tokio::task::spawn_blocking({
-        let (dir, config) = (dir.path().to_path_buf(), config.clone());
-        move || rewrite(&dir, &config, &[])
-    })
-    .await
-    .unwrap();
+    let first = rewrite(dir.path(), &config, &[]).await;
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     let out = &first.output;
 
@@ -227,12 +230,7 @@ async fn probing_sizes_reports_and_caches_every_picture() {
     assert_eq!(origin.hits("/status/404/gone.jpg"), 1);
 
     // Again with the cache: only the broken pictures are asked for again; `--fail-on-broken`.
-    let second = tokio::task::spawn_blocking({
-        let (dir, config) = (dir.path().to_path_buf(), config.clone());
-        move || rewrite(&dir, &config, &["--fail-on-broken"])
-    })
-    .await
-    .unwrap();
+    let second = rewrite(dir.path(), &config, &["--fail-on-broken"]).await;
     assert_eq!(second.code, Some(3), "{}", second.stderr);
     assert!(
         second
@@ -252,4 +250,82 @@ async fn probing_sizes_reports_and_caches_every_picture() {
         "the two pictures at this path"
     );
     assert_eq!(origin.hits("/status/404/gone.jpg"), 2);
+}
+
+/// The dominant colour an independent decoder finds: the fullest cell of a 4-bit-per-channel
+/// histogram over every pixel, averaged.
+fn dominant(path: &str) -> [u8; 3] {
+    let image = image::open(common::data(&format!("images/{path}")))
+        .unwrap()
+        .to_rgb8();
+    let mut cells: HashMap<[u8; 3], (u64, [u64; 3])> = HashMap::new();
+    for px in image.pixels() {
+        let (n, sum) = cells.entry(px.0.map(|v| v >> 4)).or_default();
+        *n += 1;
+        for (s, v) in sum.iter_mut().zip(px.0) {
+            *s += u64::from(v);
+        }
+    }
+    let (n, sum) = cells.values().max_by_key(|(n, _)| *n).unwrap();
+    sum.map(|s| (s / n) as u8)
+}
+
+fn hex(colour: &str) -> [u8; 3] {
+    let c = colour.strip_prefix('#').unwrap();
+    [0, 2, 4].map(|i| u8::from_str_radix(&c[i..i + 2], 16).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_are_each_pictures_dominant_colour() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &origin);
+    let plain = wrap("gray-640x480.jpg");
+    let lazy = wrap("photo-640x422.jpg");
+    let styled = wrap("photo-1280x960.jpg");
+    let post = format!(
+        "<img src=\"{plain}\" data-size=\"640,480\">\n\
+         <img class=\"lazyload\" src=\"data:image/gif;base64,R0lGODlhAQABAAAAACw=\" \
+         data-src=\"{lazy}\" data-size=\"640,422\">\n\
+         <img src=\"{styled}\" style=\"border:0\">\n"
+    );
+    std::fs::write(dir.path().join("post.md"), &post).unwrap();
+    let run = rewrite(dir.path(), &config, &["--placeholder"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = &run.output;
+    let colour = |t: &str, prefix: &str| {
+        let style = attr(t, "style").unwrap_or_else(|| panic!("no style: {t}"));
+        hex(style
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{style}")))
+    };
+    let close =
+        |got: [u8; 3], want: [u8; 3]| got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 16);
+    let got = colour(tag(out, &plain), "background-color: ");
+    assert!(close(got, dominant("gray-640x480.jpg")), "{got:?}");
+    // A lazy picture keeps its box's shape as well.
+    let got = colour(
+        tag(out, &lazy),
+        "aspect-ratio: 640 / 422; background-color: ",
+    );
+    assert!(close(got, dominant("photo-640x422.jpg")), "{got:?}");
+    // The author's own style stays as written.
+    assert_eq!(attr(tag(out, &styled), "style"), Some("border:0"));
+    // The colour is in the report, and a run without --placeholder adds none.
+    let rewritten: Vec<_> = run
+        .report
+        .iter()
+        .filter(|r| r["action"] == "rewritten")
+        .collect();
+    assert_eq!(rewritten.len(), 3);
+    assert!(
+        rewritten.iter().all(|r| r["probe"]["colour"].is_string()),
+        "{rewritten:?}"
+    );
+    let plain_run = rewrite(dir.path(), &config, &[]).await;
+    assert!(
+        !plain_run.output.contains("background-color"),
+        "{}",
+        plain_run.output
+    );
 }

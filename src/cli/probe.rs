@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::FetchSettings;
+use crate::pipeline::Limits;
 use crate::probe::{probe_all, HintAgreement, Probe, ProbeStatus};
 use crate::rewrite::{Action, Probes, RefReport};
 
@@ -23,6 +24,8 @@ pub struct ProbeArgs {
     /// How long a cached result is trusted.
     pub max_age: Duration,
     pub fail_on_broken: bool,
+    /// Dominant colours as `<img>` backgrounds (`--placeholder`).
+    pub placeholder: bool,
 }
 
 /// The upstreams of the rewritten references of a first pass, in document order.
@@ -50,6 +53,7 @@ fn now() -> u64 {
 /// pictures that were broken are always probed again, since they may have been fixed.
 pub(super) fn run(
     settings: FetchSettings,
+    limits: Limits,
     upstreams: Vec<String>,
     args: &ProbeArgs,
 ) -> Result<(Arc<Probes>, usize, Duration), String> {
@@ -64,11 +68,19 @@ pub(super) fn run(
         .iter()
         .filter_map(|u| {
             let c = cache.get(u)?;
-            (c.at >= fresh_from && c.probe.status == ProbeStatus::Ok)
-                .then(|| (u.clone(), c.probe.clone()))
+            let p = &c.probe;
+            // A colour is wanted and was not asked for then (an unsized SVG has none).
+            let lacks_colour = args.placeholder && p.colour.is_none() && p.width.is_some();
+            (c.at >= fresh_from && p.status == ProbeStatus::Ok && !lacks_colour)
+                .then(|| (u.clone(), p.clone()))
         })
         .collect();
-    let run = probe_all(settings, upstreams, known)?;
+    let run = probe_all(
+        settings,
+        upstreams,
+        known,
+        args.placeholder.then_some(limits),
+    )?;
     let at = now();
     for (url, probe) in &run.probes {
         if probe.status != ProbeStatus::Ok {

@@ -38,6 +38,7 @@ struct Collect {
     report: bool,
     advertised: bool,
     probes: Option<Arc<Probes>>,
+    placeholder: bool,
 }
 
 /// Where one document's output goes.
@@ -63,6 +64,7 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
     }
     let preference = settings.serve.image.transform.preference.clone();
     let fetch = settings.serve.fetch.clone();
+    let limits = settings.serve.image.transform.limits;
     let tls = crate::fetch::tls_config(&settings.serve.fetch.extra_roots);
     let ctx = match super::context(settings) {
         Ok(ctx) => ctx,
@@ -107,7 +109,7 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
                     upstreams.extend(upstreams_of(&ctx, &mut f));
                 }
             }
-            match super::probe::run(fetch, upstreams, probe_args) {
+            match super::probe::run(fetch, limits, upstreams, probe_args) {
                 Ok(run) => Some(run),
                 Err(message) => {
                     eprintln!("imgrelay rewrite: {message}");
@@ -121,6 +123,7 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
         report: report.is_some() || probed.is_some(),
         advertised: args.warm.is_some(),
         probes: probed.as_ref().map(|(probes, _, _)| probes.clone()),
+        placeholder: args.probe.as_ref().is_some_and(|p| p.placeholder),
     };
     let mut failed = 0usize;
     let mut advertised = Vec::new();
@@ -371,6 +374,7 @@ fn upstreams_of(ctx: &Arc<RewriteContext>, input: &mut dyn Read) -> Vec<String> 
         report: true,
         advertised: false,
         probes: None,
+        placeholder: false,
     };
     match stream(ctx, input, &mut std::io::sink(), &collect) {
         Ok(summary) => super::probe::rewritten_upstreams(summary.refs).collect(),
@@ -396,7 +400,8 @@ fn stream(
     };
     let mut rw = Rewriter::new(ctx.clone(), DocKind::Auto, None, sink)
         .collect_report(collect.report)
-        .collect_advertised(collect.advertised);
+        .collect_advertised(collect.advertised)
+        .placeholder(collect.placeholder);
     if let Some(probes) = &collect.probes {
         rw = rw.with_probes(probes.clone());
     }

@@ -57,8 +57,7 @@ pub(crate) use self::orient::read_metadata;
 use self::orient::Metadata;
 use self::raster::Raster;
 use self::resize::Plan;
-use self::sniff::Header;
-pub(crate) use self::sniff::{sniff, SourceFormat};
+pub(crate) use self::sniff::{sniff, Header, SourceFormat};
 
 /// Work caps from `[image]` in the config: what one image may cost, checked from its header
 /// before any decoder runs.

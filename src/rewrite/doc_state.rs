@@ -27,6 +27,8 @@ pub(crate) struct DocState {
     pub advertised: Option<Vec<String>>,
     /// What probing found, when the document is rewritten after a probe.
     pub probes: Option<Arc<Probes>>,
+    /// Probed pictures' dominant colours as the `<img>` background (`--placeholder`).
+    pub placeholder: bool,
     /// Attribute edits of the element being handled.
     pub(super) edits: Edits,
 }
@@ -44,6 +46,7 @@ impl DocState {
             report: collect_report.then(Vec::new),
             advertised: None,
             probes: None,
+            placeholder: false,
             edits: Edits::default(),
         }
     }
@@ -87,11 +90,11 @@ impl DocState {
         }
     }
 
-    /// The probed size (as shown) of the picture `raw` names, if it was probed.
-    pub(crate) fn probed_size(&mut self, raw: &str, markup: Markup) -> Option<(u32, u32)> {
+    /// What probing found about the picture `raw` names, if it was probed.
+    pub(crate) fn probed(&mut self, raw: &str, markup: Markup) -> Option<Probe> {
         let probes = self.probes.as_ref()?;
         let upstream = self.memo.upstream(&self.ctx, raw, markup)?;
-        probes.get(self.memo.upstream_text(upstream))?.size()
+        probes.get(self.memo.upstream_text(upstream)).cloned()
     }
 
     /// Notes a proxied URL that goes into the output.

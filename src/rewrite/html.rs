@@ -15,7 +15,7 @@ use super::context::{Markup, Outcome, RewriteContext};
 use super::doc_state::{DocState, Hint};
 use super::hints::{at_density, parse_srcset, srcset_widths, target_size, SizeHint};
 use super::tag::{InputWindow, Tag};
-use crate::probe::HintAgreement;
+use crate::probe::{HintAgreement, Probe};
 use crate::sync::lock;
 use crate::urls::Options;
 
@@ -229,11 +229,12 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         .as_deref()
         .map(|raw| (raw, SizeHint::parse(raw)));
     // A probed picture sizes what has no usable hint, and lets srcset reach its real width.
-    let probed = attrs
+    let probe = attrs
         .urls
         .iter()
         .flatten()
-        .find_map(|raw| st.probed_size(raw, Markup::Html));
+        .find_map(|raw| st.probed(raw, Markup::Html));
+    let probed = probe.as_ref().and_then(Probe::size);
     // A hint of another shape than the picture would reserve the wrong box: the picture wins.
     let hinted = hint.and_then(|(_, h)| h.size).filter(|&hinted| {
         probed.is_none_or(|real| HintAgreement::of(hinted, real) != HintAgreement::Mismatch)
@@ -259,6 +260,7 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
     if !any {
         return;
     }
+    let mut aspect = None;
     if let Some((w, h)) = size {
         // The widest srcset candidate: the target, or the probed picture's own width (never
         // beyond it, and never beyond max_width).
@@ -294,14 +296,30 @@ fn on_img(st: &mut DocState, el: &Element<'_, '_>, tag: &Tag<'_>) {
         }
         // A placeholder src (a 1x1 GIF, a data: URI) has the wrong shape until the loader
         // swaps the picture in, and themes' `height: auto` voids width and height.
-        if policy.img.dimensions && lazy.is_some() && !rewritten[0] && !attrs.has_style {
-            st.edits.set_with("style", |style| {
+        if policy.img.dimensions && lazy.is_some() && !rewritten[0] {
+            aspect = Some((w, h));
+        }
+    }
+    let colour = probe
+        .as_ref()
+        .and_then(|p| p.colour.as_deref())
+        .filter(|_| st.placeholder);
+    if !attrs.has_style && (aspect.is_some() || colour.is_some()) {
+        st.edits.set_with("style", |style| {
+            if let Some((w, h)) = aspect {
                 style.push_str("aspect-ratio: ");
                 style.push_str(Decimal::new(w).as_str());
                 style.push_str(" / ");
                 style.push_str(Decimal::new(h).as_str());
-            });
-        }
+            }
+            if let Some(colour) = colour {
+                if aspect.is_some() {
+                    style.push_str("; ");
+                }
+                style.push_str("background-color: ");
+                style.push_str(colour);
+            }
+        });
     }
     if first {
         if policy.img.fetchpriority && !attrs.has_fetchpriority {

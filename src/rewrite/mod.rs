@@ -212,6 +212,13 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         self
     }
 
+    /// Gives each probed `<img>` without a `style` its picture's dominant colour as background,
+    /// so the box is not blank while the picture loads (a strict `style-src` CSP blocks it).
+    pub fn placeholder(self, on: bool) -> Self {
+        lock(&self.state).placeholder = on;
+        self
+    }
+
     /// Collects every proxied URL the output advertises (src and srcset candidates alike).
     pub fn collect_advertised(self, collect: bool) -> Self {
         lock(&self.state).advertised = collect.then(Vec::new);
