@@ -47,6 +47,21 @@ fn nginx_binary() -> Option<PathBuf> {
 }
 
 /// Replaces `from` (which must occur) in the shipped config.
+/// The nginx binary; without one, says that `what` cannot run and gives `None` (outside CI:
+/// in CI a missing nginx is a failure).
+fn nginx_or_skip(what: &str) -> Option<PathBuf> {
+    let binary = nginx_binary();
+    if binary.is_none() {
+        let message = format!(
+            "nginx is not installed: {what} cannot run (`make test` installs it; or apt-get \
+             install nginx)"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+    }
+    binary
+}
+
 fn substitute(conf: &mut String, from: &str, to: &str) {
     assert!(
         conf.contains(from),
@@ -287,13 +302,7 @@ fn fitted(w: u32, h: u32, bw: u32, bh: u32) -> (f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_images_through_nginx() {
-    let Some(binary) = nginx_binary() else {
-        let message = "nginx is not installed: the nginx end-to-end test cannot run \
-                       (`make test` installs it; or apt-get install nginx)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+    let Some(binary) = nginx_or_skip("the nginx end-to-end test") else {
         return;
     };
     let origin = Origin::start().await;
@@ -428,9 +437,7 @@ async fn pages_and_images_through_nginx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_and_imgrelay_make_one_format_decision() {
-    let Some(binary) = nginx_binary() else {
-        assert!(std::env::var_os("CI").is_none(), "nginx is not installed");
-        eprintln!("\n!!!!!!!! SKIPPED: nginx is not installed !!!!!!!!\n");
+    let Some(binary) = nginx_or_skip("the format-decision test") else {
         return;
     };
     let origin = Origin::start().await;
@@ -496,12 +503,7 @@ async fn nginx_and_imgrelay_make_one_format_decision() {
 /// the image prefix sent to imgrelay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_blog_through_nginx() {
-    let Some(binary) = nginx_binary() else {
-        let message = "nginx is not installed: the static-site nginx test cannot run";
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+    let Some(binary) = nginx_or_skip("the static-site nginx test") else {
         return;
     };
     let origin = Origin::start().await;
@@ -563,9 +565,7 @@ async fn a_static_blog_through_nginx() {
 /// still gets its image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_consistent_hashing_survive_one_dying() {
-    let Some(binary) = nginx_binary() else {
-        assert!(std::env::var_os("CI").is_none(), "nginx is required in CI");
-        eprintln!("\n!!!!!!!! SKIPPED: nginx is not installed !!!!!!!!\n");
+    let Some(binary) = nginx_or_skip("the instances test") else {
         return;
     };
     if !common::redis::available() {
@@ -635,12 +635,7 @@ async fn three_instances_behind_consistent_hashing_survive_one_dying() {
 /// transforming again, and a broken picture is reported, not hidden.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrite_warm_fills_nginx_and_imgrelay() {
-    let Some(binary) = nginx_binary() else {
-        let message = "nginx is not installed: the warm-up test cannot run";
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+    let Some(binary) = nginx_or_skip("the warm-up test") else {
         return;
     };
     let origin = Origin::start().await;

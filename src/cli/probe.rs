@@ -105,12 +105,19 @@ pub(super) fn run(
     Ok((Arc::new(run.probes), run.requests, run.elapsed))
 }
 
-/// An unreadable or corrupt cache is an empty one: it only saves time.
+/// An unreadable or corrupt cache is an empty one: it only saves time. A colour goes into
+/// markup, so an entry whose colour is not `#rrggbb` is dropped (the file may have been edited).
 fn read_cache(path: &Path) -> BTreeMap<String, Cached> {
-    std::fs::read(path)
+    let mut cache: BTreeMap<String, Cached> = std::fs::read(path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    cache.retain(|_, c| c.probe.colour.as_deref().is_none_or(is_hex_colour));
+    cache
+}
+
+fn is_hex_colour(s: &str) -> bool {
+    s.len() == 7 && s.starts_with('#') && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Written next to its place and renamed over it, so a cut run leaves the old cache whole.
@@ -172,5 +179,29 @@ impl Tally {
             self.broken(),
             self.mismatches
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_colour_that_is_not_hex_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probes.json");
+        let entry = |colour: &str| {
+            format!(
+                r#"{{"at":1,"probe":{{"status":"ok","width":1,"height":1,"colour":"{colour}"}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"http://a/1.jpg":{},"http://a/2.jpg":{}}}"#,
+            entry("#0a0B0c"),
+            entry("red; background-image: url(x)")
+        );
+        std::fs::write(&path, text).unwrap();
+        let cache = read_cache(&path);
+        assert_eq!(cache.keys().collect::<Vec<_>>(), ["http://a/1.jpg"]);
     }
 }
