@@ -65,7 +65,6 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
     let preference = settings.serve.image.transform.preference.clone();
     let fetch = settings.serve.fetch.clone();
     let limits = settings.serve.image.transform.limits;
-    let tls = crate::fetch::tls_config(&settings.serve.fetch.extra_roots);
     let ctx = match super::context(settings) {
         Ok(ctx) => ctx,
         Err(code) => return code,
@@ -109,7 +108,7 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
                     upstreams.extend(upstreams_of(&ctx, &mut f));
                 }
             }
-            match super::probe::run(fetch, limits, upstreams, probe_args) {
+            match super::probe::run(fetch.clone(), limits, upstreams, probe_args) {
                 Ok(run) => Some(run),
                 Err(message) => {
                     eprintln!("imgrelay rewrite: {message}");
@@ -183,6 +182,8 @@ pub fn run(settings: Settings, args: RewriteArgs) -> ExitCode {
         );
     }
     if let Some(base) = &args.warm {
+        // Only here: reading the system's root certificates takes time every run would pay.
+        let tls = crate::fetch::tls_config(&fetch.extra_roots);
         if !warm(base, &advertised, &preference, tls) {
             return ExitCode::from(EXIT_FAILED);
         }
