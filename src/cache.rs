@@ -4,6 +4,7 @@
 //! one picture cost one upstream fetch, and N concurrent requests for one variant cost one
 //! transform.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -125,13 +126,18 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> ByteLru<K, V> {
         &self.stats
     }
 
-    fn shard(&self, key: &K) -> &Mutex<Shard<K, V>> {
+    /// A borrowed form of a key hashes as the key does, so it finds the same shard.
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Shard<K, V>> {
         let i = self.hasher.hash_one(key) % self.shards.len() as u64;
         &self.shards[i as usize]
     }
 
     /// Looks `key` up, refreshing it. Counts nothing: callers decide what a hit is.
-    pub(crate) fn peek_fresh(&self, key: &K) -> Option<V> {
+    pub(crate) fn peek_fresh<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         lock(self.shard(key)).lru.get(key).map(|(v, _)| v.clone())
     }
 
@@ -408,7 +414,11 @@ where
 
     /// The cached value for `key` if there is one, counted as a hit. A miss counts nothing: the
     /// [`Cache::get_or_compute`] that follows it does.
-    pub(crate) fn hit(&self, key: &K) -> Option<V> {
+    pub(crate) fn hit<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let v = self.store.lru.peek_fresh(key)?;
         CacheStats::add(&self.stats().hits, 1);
         Some(v)

@@ -92,3 +92,12 @@ impl Drop for InProcess {
         }
     }
 }
+
+/// Installs `imgrelay serve`'s logging (its subscriber, its writer thread) over `out`, at
+/// `log.level` unless `RUST_LOG` says otherwise; lines are written until the guard is dropped.
+pub fn log_to(
+    log: &crate::config::LogSettings,
+    out: impl std::io::Write + Send + 'static,
+) -> std::io::Result<impl Drop> {
+    crate::cli::serve::init_logging(log, out).map(|(guard, _)| guard)
+}

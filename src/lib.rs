@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 mod fetch;
 mod hosts;
+mod log_writer;
 pub mod pipeline;
 pub mod probe;
 pub mod rewrite;

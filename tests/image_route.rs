@@ -78,6 +78,16 @@ async fn serves_variants_with_http_caching_headers() {
     // One log line per request, with status and cache outcome, and none of them dropped.
     server.wait_for_log(|l| l.contains("status=200") && l.contains("cache=HIT"));
     assert_eq!(server.metric("imgrelay_log_lines_dropped_total").await, 0);
+    // The allocator's figures: the cached variant and source are among the bytes in use.
+    let in_use = server.metric("imgrelay_heap_bytes{state=\"in_use\"}").await;
+    let cached = server
+        .metric("imgrelay_cache_bytes{cache=\"sources\"}")
+        .await;
+    assert!(
+        in_use > cached && cached > 0,
+        "{in_use} in use, {cached} cached"
+    );
+    let _ = server.metric("imgrelay_heap_bytes{state=\"free\"}").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

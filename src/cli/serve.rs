@@ -1,20 +1,26 @@
 //! `imgrelay serve`: logging, key ring, listener, signals.
 
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{LogSettings, Settings};
+use crate::log_writer::{LogDrops, LogGuard, LogWriter};
 use crate::server::connections::{connection_budget, ConnLimits};
 use crate::server::{self, AppState, Listeners};
 use crate::signing::KeyRing;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 pub fn run(settings: Settings) -> ExitCode {
     // The guard is held to the end: dropping it flushes the lines still queued.
-    let (_log, log_drops) = init_logging(&settings.log);
+    let (_log, log_drops) = match init_logging(&settings.log, std::io::stderr()) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("imgrelay: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -43,23 +49,18 @@ pub fn run(settings: Settings) -> ExitCode {
     }
 }
 
-/// Log lines queued for the writer thread at most. Beyond that lines are dropped, not waited
-/// for: a slow terminal, pipe or disk must not hold up requests.
-const LOG_QUEUE_LINES: usize = 16_384;
-
-/// Requests format their line and queue it; one thread writes the queue to stderr, many lines
-/// per write while the server is busy, and flushes whenever the queue runs empty.
-fn init_logging(log: &LogSettings) -> (WorkerGuard, ErrorCounter) {
+/// Requests format their line into the log writer's buffer; its thread writes the buffer to
+/// `out`, many lines per write while the server is busy.
+pub(crate) fn init_logging(
+    log: &LogSettings,
+    out: impl std::io::Write + Send + 'static,
+) -> std::io::Result<(LogGuard, LogDrops)> {
     // RUST_LOG wins over log.level so one run can be debugged without editing the config.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("imgrelay-log")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    let drops = writer.error_counter();
+    let (writer, guard) = LogWriter::start(out)?;
+    let drops = writer.drops();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -69,10 +70,10 @@ fn init_logging(log: &LogSettings) -> (WorkerGuard, ErrorCounter) {
     } else {
         builder.try_init()
     };
-    (guard, drops)
+    Ok((guard, drops))
 }
 
-async fn serve(settings: Settings, log_drops: ErrorCounter) -> Result<(), String> {
+async fn serve(settings: Settings, log_drops: LogDrops) -> Result<(), String> {
     let (keys, created) =
         KeyRing::load_or_create(&settings.keys).map_err(|e| format!("signing key: {e}"))?;
     for warning in keys.warnings() {

@@ -56,10 +56,13 @@ pub fn negotiate(accept: Option<&str>, configured: &[Format], forced: Option<For
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or_default().trim();
-        let format = match media.to_ascii_lowercase().as_str() {
-            "image/webp" => Format::Webp,
-            "image/avif" => Format::Avif,
-            _ => continue,
+        // Compared in place: every image request negotiates, and lowering a copy would allocate.
+        let format = if media.eq_ignore_ascii_case("image/webp") {
+            Format::Webp
+        } else if media.eq_ignore_ascii_case("image/avif") {
+            Format::Avif
+        } else {
+            continue;
         };
         let refused = parts.any(|p| {
             let p = p.trim();

@@ -28,6 +28,12 @@ pub enum Format {
 impl Format {
     pub const ALL: [Format; 4] = [Format::Jpeg, Format::Png, Format::Webp, Format::Avif];
 
+    /// The format of this name (`jpeg`, `png`, `webp`, `avif`); without the error text that
+    /// `parse` builds, since every image request's options are read with it.
+    pub fn named(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Format::Jpeg => "jpeg",
@@ -50,10 +56,7 @@ impl Format {
 impl FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Format, String> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown format {s:?} (jpeg, png, webp, avif)"))
+        Format::named(s).ok_or_else(|| format!("unknown format {s:?} (jpeg, png, webp, avif)"))
     }
 }
 
@@ -144,7 +147,7 @@ impl Options {
                     return Err(bad("duplicate flag"));
                 }
                 opts.cover = true;
-            } else if let Ok(format) = flag.parse::<Format>() {
+            } else if let Some(format) = Format::named(flag) {
                 if opts.format.is_some() {
                     return Err(bad("more than one format"));
                 }

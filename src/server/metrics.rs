@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use tracing_appender::non_blocking::ErrorCounter;
+use crate::log_writer::LogDrops;
 
 use crate::cache::CacheStats;
 use crate::sync::lock;
@@ -92,7 +92,7 @@ pub(crate) struct Metrics {
     /// Transforms run (after the variant cache and single-flight).
     pub transforms: AtomicU64,
     /// Access and error lines dropped because the log writer fell behind.
-    log_drops: OnceLock<ErrorCounter>,
+    log_drops: OnceLock<LogDrops>,
 }
 
 /// How full one bounded stage (transforms, fetches) is.
@@ -161,7 +161,7 @@ impl Metrics {
     }
 
     /// Where the log writer counts the lines it had to drop.
-    pub(crate) fn count_log_drops(&self, counter: ErrorCounter) {
+    pub(crate) fn count_log_drops(&self, counter: LogDrops) {
         let _ = self.log_drops.set(counter);
     }
 
@@ -241,11 +241,21 @@ impl Metrics {
             );
         }
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        if let Some(heap) = crate::allocator::heap() {
+            let _ = writeln!(out, "# TYPE imgrelay_heap_bytes gauge");
+            for (state, bytes) in [
+                ("in_use", heap.in_use),
+                ("free", heap.free),
+                ("mapped", heap.mapped),
+            ] {
+                let _ = writeln!(out, "imgrelay_heap_bytes{{state=\"{state}\"}} {bytes}");
+            }
+        }
         if let Some(drops) = self.log_drops.get() {
             let _ = writeln!(
                 out,
                 "# TYPE imgrelay_log_lines_dropped_total counter\nimgrelay_log_lines_dropped_total {}",
-                drops.dropped_lines()
+                drops.count()
             );
         }
         let _ = writeln!(

@@ -11,14 +11,17 @@ pub(crate) mod image;
 pub(crate) mod metrics;
 pub(crate) mod page;
 pub(crate) mod respond;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header;
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -162,7 +165,7 @@ impl AppState {
     }
 
     /// Shows in the metrics how many log lines the writer had to drop.
-    pub(crate) fn count_log_drops(&self, counter: tracing_appender::non_blocking::ErrorCounter) {
+    pub(crate) fn count_log_drops(&self, counter: crate::log_writer::LogDrops) {
         self.metrics.count_log_drops(counter);
     }
 
@@ -276,16 +279,21 @@ impl AppState {
             .get(&respond::X_CACHE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info!(
-            method = %method,
-            path = %logged_path(uri.path()),
-            status,
-            ms = elapsed.as_millis() as u64,
-            cache = %cache,
-            "request"
-        );
+        log_request(method.as_str(), uri.path(), status, elapsed, cache);
         response
     }
+}
+
+/// The access line of one request: the same fields whichever path answered it.
+fn log_request(method: &str, path: &str, status: u16, elapsed: Duration, cache: &str) {
+    tracing::info!(
+        method = %method,
+        path = %logged_path(path),
+        status,
+        ms = elapsed.as_millis() as u64,
+        cache = %cache,
+        "request"
+    );
 }
 
 /// At most `LOGGED_PATH_CHARS` characters of `path`.
@@ -335,6 +343,31 @@ impl Handler for PlaneHandler {
         let mut req = req.map(|body| ClientBody::new(body, pace));
         req.extensions_mut().insert(PeerAddr(peer));
         self.state.handle(self.plane, req).await
+    }
+
+    async fn handle_read(
+        self: Arc<Self>,
+        mut req: Request<Empty<Bytes>>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        req.extensions_mut().insert(PeerAddr(peer));
+        self.state.handle(self.plane, req).await
+    }
+
+    fn cached(&self, path: &str, accept: Option<&[u8]>) -> Option<Arc<image::Variant>> {
+        if !matches!(self.state.classify(self.plane, path), Route::Image) {
+            return None;
+        }
+        let rest = self.state.image_path(path)?;
+        self.state.image.cached(rest, accept)
+    }
+
+    fn answered(&self, method: &str, path: &str, elapsed: Duration) {
+        let status = StatusCode::OK.as_u16();
+        self.state
+            .metrics
+            .response(Route::Image.name(), status, elapsed);
+        log_request(method, path, status, elapsed, "HIT");
     }
 }
 

@@ -2,11 +2,13 @@
 
 pub(crate) mod pool;
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
@@ -18,7 +20,7 @@ use crate::pipeline::{self, FormatSet, Job, Limits};
 use crate::server::body::{empty, full, Body};
 use crate::server::error::RouteError;
 use crate::server::metrics::{CacheView, Metrics, StageLoad};
-use crate::server::respond;
+use crate::server::{respond, wire};
 use crate::shared_cache::{Claim, Entry, SharedCache, SharedCacheSettings};
 use crate::urls::{Format, Options, UrlSigner};
 use pool::{Gate, WorkPool};
@@ -29,32 +31,69 @@ pub(crate) struct Variant {
     pub bytes: Bytes,
     pub mime: &'static str,
     pub etag: HeaderValue,
-}
-
-impl Variant {
-    /// A variant another instance made, as the shared tier returned it.
-    fn shared(entry: Entry) -> Option<Variant> {
-        Some(Variant {
-            etag: HeaderValue::from_str(&entry.etag).ok()?,
-            bytes: entry.body,
-            mime: entry.mime,
-        })
-    }
+    /// The header fields of a `200` hit answering with this variant, each line ended and the
+    /// head's empty line included, as the front writes them after its status and date lines.
+    pub hit_head: Bytes,
 }
 
 impl Weigh for Variant {
     fn weight(&self) -> u64 {
-        self.bytes.len() as u64
+        (self.bytes.len() + self.hit_head.len()) as u64
     }
 }
 
 /// One image has one cache entry per signed path (source and options) and per set of formats
 /// the client accepts. Keyed by the path as requested, so that a hit is found before, and
 /// instead of, verifying the signature again: an entry exists only for a path that verified.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct VariantKey {
     path: String,
     formats: FormatSet,
+}
+
+/// A variant key's parts however they are held, so that a request's path is looked up as it
+/// was read, without copying it into a key.
+trait VariantKeyParts {
+    fn parts(&self) -> (&str, FormatSet);
+}
+
+impl VariantKeyParts for VariantKey {
+    fn parts(&self) -> (&str, FormatSet) {
+        (&self.path, self.formats)
+    }
+}
+
+impl VariantKeyParts for (&str, FormatSet) {
+    fn parts(&self) -> (&str, FormatSet) {
+        *self
+    }
+}
+
+impl Hash for dyn VariantKeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn VariantKeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn VariantKeyParts + '_ {}
+
+// Hashes exactly as its borrowed form, which the cache's lookups rely on.
+impl Hash for VariantKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl<'a> Borrow<dyn VariantKeyParts + 'a> for VariantKey {
+    fn borrow(&self) -> &(dyn VariantKeyParts + 'a) {
+        self
+    }
 }
 
 impl Weigh for VariantKey {
@@ -115,7 +154,6 @@ pub(crate) struct ImageRoute {
     variants: Cache<VariantKey, Arc<Variant>, RouteError>,
     /// Shared with the work tasks, which outlive the request that started them.
     work: Arc<Work>,
-    cache_control: HeaderValue,
 }
 
 /// What producing a variant needs: fetching (through the source cache) and transforming.
@@ -128,6 +166,7 @@ struct Work {
     /// for a place is never useful.
     fetch_wait: Duration,
     settings: TransformSettings,
+    cache_control: HeaderValue,
     metrics: Arc<Metrics>,
     shared: Option<SharedCache>,
 }
@@ -167,11 +206,28 @@ impl ImageRoute {
                 fetches: Gate::new(settings.max_fetches, settings.fetch_queue),
                 fetch_wait,
                 settings: settings.transform.clone(),
+                cache_control: settings.cache_control.clone(),
                 metrics,
                 shared,
             }),
-            cache_control: settings.cache_control.clone(),
         }
+    }
+
+    /// The cached variant for `path` (the request path after the prefix and its slash) as a
+    /// client with this `Accept` gets it, counted as a hit; allocates nothing. The exact path was
+    /// verified when its entry was made; options that do not parse cannot be in the cache.
+    pub(crate) fn cached(&self, path: &str, accept: Option<&[u8]>) -> Option<Arc<Variant>> {
+        let options = crate::urls::unverified_options(path)?;
+        let formats = self.negotiate(accept, &options);
+        self.variants.hit(&(path, formats) as &dyn VariantKeyParts)
+    }
+
+    fn negotiate(&self, accept: Option<&[u8]>, options: &Options) -> FormatSet {
+        pipeline::negotiate(
+            accept.and_then(header_text),
+            &self.work.settings.preference,
+            options.format,
+        )
     }
 
     /// Answers one request; `path` is the request path after the prefix and its slash.
@@ -182,25 +238,15 @@ impl ImageRoute {
         path: &str,
     ) -> Result<Response<Body>, RouteError> {
         respond::allow(method, respond::READ)?;
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        let negotiate = |options: &Options| {
-            pipeline::negotiate(accept, &self.work.settings.preference, options.format)
-        };
-        // The hit path: the exact path was verified when its entry was made. Options that do not
-        // parse cannot be in the cache, and verifying reports why.
-        let key = crate::urls::unverified_options(path).map(|options| VariantKey {
-            path: path.to_owned(),
-            formats: negotiate(&options),
-        });
-        if let Some(variant) = key.as_ref().and_then(|key| self.variants.hit(key)) {
+        let accept = headers.get(header::ACCEPT).map(HeaderValue::as_bytes);
+        if let Some(variant) = self.cached(path, accept) {
             return Ok(self.variant_response(method, headers, &variant, Lookup::Hit));
         }
         let request = self.signer.verify_path(path)?;
-        // The verified options are the ones parsed above: the same bytes.
-        let key = key.unwrap_or_else(|| VariantKey {
+        let key = VariantKey {
             path: path.to_owned(),
-            formats: negotiate(&request.options),
-        });
+            formats: self.negotiate(accept, &request.options),
+        };
         let formats = key.formats;
         let work = self.work.clone();
         let (result, lookup) = self
@@ -212,6 +258,15 @@ impl ImageRoute {
         let variant = result?;
         Ok(self.variant_response(method, headers, &variant, lookup))
     }
+}
+
+/// A header value as text, as `HeaderValue::to_str` reads it: visible ASCII, spaces and tabs.
+fn header_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 impl Work {
@@ -227,8 +282,8 @@ impl Work {
         };
         let slot = shared.variant_slot(&source, &options, accepted);
         let lease = match shared.claim(slot.clone()).await {
-            Claim::Found(entry) => match Variant::shared(entry) {
-                Some(variant) => return Ok(Arc::new(variant)),
+            Claim::Found(entry) => match self.shared_variant(entry) {
+                Some(variant) => return Ok(variant),
                 None => None,
             },
             Claim::Make(lease) => lease,
@@ -267,11 +322,37 @@ impl Work {
                 pipeline::transform(&bytes, &job).map_err(RouteError::Image)
             })
             .await??;
-        Ok(Arc::new(Variant {
-            etag: strong_etag(&output.bytes),
-            bytes: output.bytes,
-            mime: output.mime,
-        }))
+        let etag = strong_etag(&output.bytes);
+        Ok(self.variant(output.bytes, output.mime, etag))
+    }
+
+    /// A variant another instance made, as the shared tier returned it.
+    fn shared_variant(&self, entry: Entry) -> Option<Arc<Variant>> {
+        let etag = HeaderValue::from_str(&entry.etag).ok()?;
+        Some(self.variant(entry.body, entry.mime, etag))
+    }
+
+    /// A variant with its hit head written once, for every hit to come.
+    fn variant(&self, bytes: Bytes, mime: &'static str, etag: HeaderValue) -> Arc<Variant> {
+        let mut variant = Variant {
+            bytes,
+            mime,
+            etag,
+            hit_head: Bytes::new(),
+        };
+        let mut h = HeaderMap::new();
+        variant_headers(
+            &mut h,
+            &variant,
+            &self.cache_control,
+            Lookup::Hit,
+            StatusCode::OK,
+        );
+        let mut head = BytesMut::with_capacity(320);
+        wire::fields(&mut head, &h);
+        head.put_slice(b"\r\n");
+        variant.hit_head = head.freeze();
+        Arc::new(variant)
     }
 
     /// The upstream bytes of `url`, fetched once for every variant wanting them.
@@ -329,22 +410,13 @@ impl ImageRoute {
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
-        let h = response.headers_mut();
-        h.insert(header::ETAG, variant.etag.clone());
-        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
-        h.insert(header::VARY, HeaderValue::from_static("Accept"));
-        respond::inert(h);
-        h.insert(
-            respond::X_CACHE,
-            HeaderValue::from_static(if lookup == Lookup::Hit { "HIT" } else { "MISS" }),
+        variant_headers(
+            response.headers_mut(),
+            variant,
+            &self.work.cache_control,
+            lookup,
+            status,
         );
-        if status == StatusCode::OK {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(variant.mime));
-            h.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(variant.bytes.len()),
-            );
-        }
         response
     }
 
@@ -383,6 +455,32 @@ impl ImageRoute {
                 running: self.work.fetches.running(),
             },
         )
+    }
+}
+
+/// The header fields of an answer with `variant`: the one description of them, which both the
+/// answers built per request and the hit heads written once follow.
+fn variant_headers(
+    h: &mut HeaderMap,
+    variant: &Variant,
+    cache_control: &HeaderValue,
+    lookup: Lookup,
+    status: StatusCode,
+) {
+    h.insert(header::ETAG, variant.etag.clone());
+    h.insert(header::CACHE_CONTROL, cache_control.clone());
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    respond::inert(h);
+    h.insert(
+        respond::X_CACHE,
+        HeaderValue::from_static(if lookup == Lookup::Hit { "HIT" } else { "MISS" }),
+    );
+    if status == StatusCode::OK {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(variant.mime));
+        h.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(variant.bytes.len()),
+        );
     }
 }
 

@@ -1,6 +1,9 @@
 //! Client connections: accepted within a cap, watched for the timeouts that keep an idle or
 //! hostile client from holding a socket, and closed idle-first when the cap is reached.
 //!
+//! Each connection is read by the HTTP/1.1 front (`front`), which answers cache hits and other
+//! bodyless requests itself and hands whatever else it meets to hyper.
+//!
 //! Every connection registers a small [`Conn`] record. Requests mark it busy from the moment
 //! their head is parsed until their response body is dropped, and its socket notes since when a
 //! write has been blocked. One sweeper task per listener reads the records and orders a
@@ -26,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -35,7 +40,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+mod front;
+
 use super::body::{Body, Holding};
+use super::image::Variant;
 use super::metrics::Metrics;
 use crate::sync::lock;
 
@@ -343,13 +351,27 @@ impl RateLimitedLog {
     }
 }
 
-/// What a listener serves: each request is handed to `handle` with the client's address.
+/// What a listener serves: each request is handed to `handle` (read by hyper) or `handle_read`
+/// (read by the front, no body) with the client's address, after the front asked `cached`.
 pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send;
+
+    fn handle_read(
+        self: Arc<Self>,
+        req: Request<Empty<Bytes>>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// The cached variant that answers a well-formed `GET` or `HEAD` of `path` (query cut off)
+    /// with this `Accept`, counted as a cache hit; `None` sends the request to `handle_read`.
+    fn cached(&self, path: &str, accept: Option<&[u8]>) -> Option<Arc<Variant>>;
+
+    /// Logs and counts a request answered from [`Handler::cached`].
+    fn answered(&self, method: &str, path: &str, elapsed: Duration);
 }
 
 /// One listener with its cap and timeouts.
@@ -424,6 +446,7 @@ impl<H: Handler> Listener<H> {
             .keep_alive_interval(self.limits.http2_ping_interval)
             .keep_alive_timeout(self.limits.http2_ping_interval)
             .max_concurrent_streams(128);
+        let builder = Arc::new(builder);
         let mut log = RateLimitedLog {
             last: None,
             suppressed: 0,
@@ -503,28 +526,34 @@ async fn take_slot(
 }
 
 fn serve_one<H: Handler>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
     peer: SocketAddr,
     conn: Arc<Conn>,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let io = TokioIo::new(WatchedIo {
-        stream,
-        conn: conn.clone(),
-    });
-    let service_conn = conn.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
-        let request = InFlight::start(&service_conn);
-        let handler = handler.clone();
-        async move {
-            let response = handler.handle(req, peer).await;
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, request)))
-        }
-    });
-    let connection = builder.serve_connection(io, service).into_owned();
+    let builder = builder.clone();
     async move {
+        let mut io = WatchedIo {
+            stream,
+            conn: conn.clone(),
+        };
+        let read = match front::serve(&mut io, &conn, &handler, peer).await {
+            front::Outcome::Closed => return,
+            front::Outcome::HandOff(read) => read,
+        };
+        let io = TokioIo::new(front::Replay::new(read, io));
+        let service_conn = conn.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let request = InFlight::start(&service_conn);
+            let handler = handler.clone();
+            async move {
+                let response = handler.handle(req, peer).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, request)))
+            }
+        });
+        let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut graceful = false;
         loop {
