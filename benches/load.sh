@@ -194,6 +194,12 @@ if run_imgrelay && scenario miss; then
     cached=$("${HELPER[@]}" get "$IMGRELAY_ADMIN_PORT" /_imgrelay/metrics |
         awk '/^imgrelay_cache_bytes\{/ { sum += $2 } END { printf "%d", sum / 1048576 }')
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "cache contents MB (variants + sources)" imgrelay "$cached"
+    # Where the rest sits: live allocations against what the allocator keeps after frees.
+    metrics=$("${HELPER[@]}" get "$IMGRELAY_ADMIN_PORT" /_imgrelay/metrics)
+    for state in in_use free mapped; do
+        mb=$(awk -v s="imgrelay_heap_bytes{state=\"$state\"}" '$1 == s { printf "%d", $2 / 1048576 }' <<<"$metrics")
+        [[ -n "$mb" ]] && "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "heap $state MB (allocator, at the end)" imgrelay "$mb"
+    done
 fi
 if run_nginx && scenario miss; then
     "${HELPER[@]}" record "$RESULTS" "$MEM_LABEL" "peak RSS MB" nginx \
