@@ -109,8 +109,11 @@ pub(super) async fn serve<H: Handler>(
                 ];
                 let sent = send(io, conn, &mut parts).await;
                 drop(request);
-                if sent.is_err() || shape.close {
+                if sent.is_err() {
                     return Outcome::Closed;
+                }
+                if shape.close {
+                    return close(io).await;
                 }
             }
             Next::Route { len, shape, req } => {
@@ -122,12 +125,21 @@ pub(super) async fn serve<H: Handler>(
                 };
                 let kept = answer(io, conn, response, shape).await;
                 drop(request);
-                if !matches!(kept, Ok(true)) {
-                    return Outcome::Closed;
+                match kept {
+                    Ok(true) => {}
+                    // The answer is whole: the client sees it end with the connection.
+                    Ok(false) => return close(io).await,
+                    Err(_) => return Outcome::Closed,
                 }
             }
         }
     }
+}
+
+/// Ends the connection after a whole answer, write side first, as hyper does.
+async fn close(io: &mut WatchedIo) -> Outcome {
+    let _ = io.shutdown().await;
+    Outcome::Closed
 }
 
 /// Reads more of the connection into `buf`; false when it ended or was ordered closed.

@@ -555,7 +555,16 @@ fn serve_one<H: Handler>(
         });
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
+        // An order the front saw (and whose wake-up it took) still holds for hyper.
         let mut graceful = false;
+        match conn.order.load(Ordering::Acquire) {
+            ORDER_KILL => return,
+            ORDER_GRACEFUL => {
+                graceful = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ => {}
+        }
         loop {
             tokio::select! {
                 result = connection.as_mut() => {
