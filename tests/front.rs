@@ -222,7 +222,9 @@ async fn connection_close_is_honoured_after_the_answer() {
         // A miss, then a hit: both close.
         let mut wire = Wire::open(&server).await;
         wire.send(&get(&path, "Connection: close\r\n")).await;
-        assert_eq!(wire.answer(false).await.status, 200);
+        let answer = wire.answer(false).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("connection"), Some("close"));
         assert!(wire.closed().await);
     }
     let mut wire = Wire::open(&server).await;
@@ -265,6 +267,10 @@ async fn revalidation_and_bad_hosts_go_through_the_routes() {
     };
     wire.send(&get(&tampered, "")).await;
     assert_eq!(wire.answer(false).await.status, 403);
+    // A query `http` refuses is refused on a cached path as on any other.
+    let mut odd = Wire::open(&server).await;
+    odd.send(&get(&format!("{path}?a<b"), "")).await;
+    assert_eq!(odd.answer(false).await.status, 400);
     // The connection is still good.
     wire.send(&get(&path, "")).await;
     assert_eq!(wire.answer(false).await.header("x-cache"), Some("HIT"));

@@ -72,6 +72,14 @@ struct Shape {
     close: bool,
 }
 
+impl Shape {
+    /// An answer written after a close order says so, as hyper's does once keep-alive is off.
+    fn closing_if_ordered(mut self, conn: &Conn) -> Shape {
+        self.close |= conn.order.load(Ordering::Acquire) >= ORDER_GRACEFUL;
+        self
+    }
+}
+
 /// Serves requests until the connection closes or has to be handed to hyper.
 pub(super) async fn serve<H: Handler>(
     io: &mut WatchedIo,
@@ -81,6 +89,11 @@ pub(super) async fn serve<H: Handler>(
 ) -> Outcome {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
+        // Between answers: a close order ends the connection even while the client keeps
+        // requests queued, as hyper's graceful shutdown does.
+        if conn.order.load(Ordering::Acquire) >= ORDER_GRACEFUL {
+            return close(io).await;
+        }
         match examine(&buf, conn, handler.as_ref()) {
             Next::Read => {
                 if buf.len() >= MAX_HEAD {
@@ -98,13 +111,20 @@ pub(super) async fn serve<H: Handler>(
                 request,
             } => {
                 buf.advance(len);
+                let shape = shape.closing_if_ordered(conn);
                 let date = wire::date_line();
                 let status = b"HTTP/1.1 200 OK\r\n";
+                let end: &[u8] = if shape.close {
+                    b"connection: close\r\n\r\n"
+                } else {
+                    b"\r\n"
+                };
                 let bytes: &[u8] = if shape.head_only { &[] } else { &body };
                 let mut parts = [
                     IoSlice::new(status),
                     IoSlice::new(&date),
                     IoSlice::new(&head),
+                    IoSlice::new(end),
                     IoSlice::new(bytes),
                 ];
                 let sent = send(io, conn, &mut parts).await;
@@ -123,7 +143,7 @@ pub(super) async fn serve<H: Handler>(
                 let Some(response) = watching(io, conn, &mut buf, route).await else {
                     return Outcome::Closed;
                 };
-                let kept = answer(io, conn, response, shape).await;
+                let kept = answer(io, conn, response, shape.closing_if_ordered(conn)).await;
                 drop(request);
                 match kept {
                     Ok(true) => {}
@@ -160,7 +180,8 @@ async fn read_more(io: &mut WatchedIo, conn: &Conn, buf: &mut BytesMut) -> bool 
 
 /// The route's answer, read from the socket meanwhile as hyper does: a client that hangs up
 /// drops the route's work (`None`), which then finishes for the cache alone; what a pipelining
-/// client sends meanwhile is kept in `buf`, up to a head's worth.
+/// client sends meanwhile is kept in `buf` (one read's worth: nothing more is read while it
+/// holds bytes).
 async fn watching(
     io: &mut WatchedIo,
     conn: &Conn,
@@ -172,7 +193,9 @@ async fn watching(
         if conn.order.load(Ordering::Acquire) >= ORDER_KILL {
             return None;
         }
-        let room = buf.len() < MAX_HEAD;
+        // As hyper: a hang-up is watched for only while nothing else is queued; bytes already
+        // queued are answered first.
+        let room = buf.is_empty();
         if room {
             buf.reserve(READ_CHUNK);
         }
@@ -247,7 +270,8 @@ fn examine<H: Handler>(buf: &[u8], conn: &Arc<Conn>, handler: &H) -> Next {
         }
     }
     // The routes answer what the cache cannot: a revalidation, a missing or doubled Host.
-    if hosts == 1 && !conditional {
+    // A target `http::Uri` would refuse goes the routes' way, which hands it to hyper's 400.
+    if hosts == 1 && !conditional && target.bytes().all(uri_byte) {
         let started = Instant::now();
         let path = target.split_once('?').map_or(target, |(path, _)| path);
         if let Some(variant) = handler.cached(path, accept) {
@@ -265,6 +289,12 @@ fn examine<H: Handler>(buf: &[u8], conn: &Arc<Conn>, handler: &H) -> Next {
         Some(req) => Next::Route { len, shape, req },
         None => Next::HandOff,
     }
+}
+
+/// Bytes a path and query may hold as `http::Uri` reads them, conservatively: unreserved,
+/// sub-delimiters, `:@/?%`.
+fn uri_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
 /// The request as the routes take it; `None` for what `http` does not represent, which hyper

@@ -31,8 +31,8 @@ pub(crate) struct Variant {
     pub bytes: Bytes,
     pub mime: &'static str,
     pub etag: HeaderValue,
-    /// The header fields of a `200` hit answering with this variant, each line ended and the
-    /// head's empty line included, as the front writes them after its status and date lines.
+    /// The header fields of a `200` hit answering with this variant, each line ended, as the
+    /// front writes them after its status and date lines (and before its closing empty line).
     pub hit_head: Bytes,
 }
 
@@ -350,7 +350,6 @@ impl Work {
         );
         let mut head = BytesMut::with_capacity(320);
         wire::fields(&mut head, &h);
-        head.put_slice(b"\r\n");
         variant.hit_head = head.freeze();
         Arc::new(variant)
     }
