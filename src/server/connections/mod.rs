@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -203,6 +203,9 @@ pub(crate) type TrackedBody = Holding<Body, InFlight>;
 struct WatchedIo {
     stream: TcpStream,
     conn: Arc<Conn>,
+    /// What the front read and left unanswered when it handed the connection to hyper: read
+    /// again before the socket.
+    replay: BytesMut,
 }
 
 impl WatchedIo {
@@ -230,7 +233,13 @@ impl AsyncRead for WatchedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if self.replay.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.replay.len().min(buf.remaining());
+        buf.put_slice(&self.replay[..n]);
+        self.replay.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -538,12 +547,13 @@ fn serve_one<H: Handler>(
         let mut io = WatchedIo {
             stream,
             conn: conn.clone(),
+            replay: BytesMut::new(),
         };
-        let read = match front::serve(&mut io, &conn, &handler, peer).await {
+        io.replay = match front::serve(&mut io, &conn, &handler, peer).await {
             front::Outcome::Closed => return,
             front::Outcome::HandOff(read) => read,
         };
-        let io = TokioIo::new(front::Replay::new(read, io));
+        let io = TokioIo::new(io);
         let service_conn = conn.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let request = InFlight::start(&service_conn);
