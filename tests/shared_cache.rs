@@ -219,13 +219,22 @@ async fn foreign_and_corrupt_values_read_as_misses() {
     let path = first.path(&upstream("photo-640x480.jpg"), "160x0");
     let good = first.get(&path).await;
     assert_eq!(good.status, StatusCode::OK);
+    // The tier is written after the answer, without delaying it: wait for both entries.
+    let mut conn = redis.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys: Vec<String> = loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("imgrelay:*")
+            .query(&mut conn)
+            .unwrap();
+        let both = keys.iter().any(|k| k.ends_with(":v")) && keys.iter().any(|k| k.ends_with(":s"));
+        if both || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     drop(first);
     // Every stored value is replaced: truncated, another key's entry, and plain text.
-    let mut conn = redis.client();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("imgrelay:*")
-        .query(&mut conn)
-        .unwrap();
     let values: Vec<Vec<u8>> = keys
         .iter()
         .map(|k| redis::cmd("GET").arg(k).query(&mut conn).unwrap())
