@@ -6,7 +6,7 @@ BUILD_TOOLS := cmake nasm pkg-config
 # Debian packages whose presence is checked with dpkg rather than by a command name.
 BUILD_LIBS := libdav1d-dev
 # redis-server brings redis-cli (redis-tools) with it.
-TEST_TOOLS := nginx redis-server
+TEST_TOOLS := nginx redis-server chromium
 
 define apt_install_missing
 	@missing=""; for t in $(1); do command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \

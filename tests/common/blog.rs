@@ -2,7 +2,7 @@
 //! statuses, hop-by-hop headers, a request echo, slow answers and generated pages.
 //!
 //! Paths: `/pages/<file>` (text/html with the page's charset), `/bare/<file>` (text/html, no
-//! charset parameter), `/files/<file>` (tests/data/images, untouched), `/missing` (404),
+//! charset parameter), `/browser/<file>` (tests/data/browser, text/html), `/files/<file>` (tests/data/images, untouched), `/missing` (404),
 //! `/moved` (301), `/hop` (hop-by-hop response headers), `/echo` (records the request headers
 //! and answers the body's length and SHA-256), `/slow-headers` (headers after 5 s),
 //! `/trickle` (1 MB of HTML in 1 KB pieces 50 ms apart), `/huge` (100 MB of HTML, generated),
@@ -172,6 +172,12 @@ async fn handle(
         .insert(path.clone(), req.headers().clone());
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     match segs.as_slice() {
+        ["browser", file] if !file.contains("..") => {
+            match tokio::fs::read(data().join("browser").join(file)).await {
+                Ok(bytes) => reply(200, "text/html; charset=utf-8", bytes),
+                Err(_) => reply(404, "text/plain", "no such page\n"),
+            }
+        }
         ["pages" | "bare", file] if !file.contains("..") => {
             let Ok(bytes) = tokio::fs::read(data().join("articles/pages").join(file)).await else {
                 return reply(404, "text/plain", "no such page\n");

@@ -3,6 +3,7 @@
 //!
 //! Prefixes (combinable, e.g. `/redirect/2/slow/wrongtype/x.jpg`):
 //! `/slow/[SECONDS/]…` headers at once, body trickled over SECONDS (default 3);
+//! `/delay/MS/…` the whole answer after MS milliseconds (a far-away host);
 //! `/status/NNN[/…]`; `/redirect/N/…` N relative 302s; `/redirect/loop/…`;
 //! `/redirect-to/<percent-encoded absolute URL>` one 302 to that URL;
 //! `/truncate/…` full Content-Length, half the body, then the connection is cut;
@@ -82,6 +83,7 @@ pub struct Origin {
 #[derive(Default, Clone, Copy)]
 struct Flags {
     slow: Option<f64>,
+    delay: Duration,
     truncate: bool,
     wrongtype: bool,
     nolength: bool,
@@ -270,6 +272,13 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<OriginBody> {
                     segs.remove(0);
                 }
             }
+            "delay" => {
+                segs.remove(0);
+                if let Some(ms) = segs.first().and_then(|s| s.parse::<u64>().ok()) {
+                    flags.delay = Duration::from_millis(ms.min(60_000));
+                    segs.remove(0);
+                }
+            }
             "truncate" => {
                 segs.remove(0);
                 flags.truncate = true;
@@ -297,6 +306,7 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<OriginBody> {
     if name.is_empty() || name.contains("..") || name.contains('/') {
         return simple(404, "not found\n");
     }
+    tokio::time::sleep(flags.delay).await;
     let Ok(data) = tokio::fs::read(st.images.join(&name)).await else {
         return simple(404, "not found\n");
     };
