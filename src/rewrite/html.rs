@@ -14,6 +14,7 @@ use super::charset::find_ignore_case;
 use super::context::{Markup, Outcome, RewriteContext};
 use super::doc_state::{DocState, Hint};
 use super::hints::{at_density, parse_srcset, srcset_widths, target_size, SizeHint};
+use super::splice::Output;
 use super::tag::{InputWindow, Tag};
 use crate::probe::{HintAgreement, Probe};
 use crate::sync::lock;
@@ -27,6 +28,7 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
 pub(crate) fn settings(
     state: Arc<Mutex<DocState>>,
     window: Arc<Mutex<InputWindow>>,
+    output: Arc<Mutex<Output>>,
     encoding: AsciiCompatibleEncoding,
     adjust_charset_on_meta: bool,
     max_memory: usize,
@@ -72,6 +74,7 @@ pub(crate) fn settings(
         };
         let state = state.clone();
         let window = window.clone();
+        let output = output.clone();
         let element = move |el: &mut Element<'_, '_>| -> HandlerResult {
             let window = lock(&window);
             let tag = Tag::new(el, &window);
@@ -79,7 +82,7 @@ pub(crate) fn settings(
             st.memo.settle();
             st.edits.begin(el);
             handler(&mut st, el, &tag);
-            st.edits.apply(el, &tag);
+            st.edits.apply(el, &tag, &mut lock(&output));
             Ok(())
         };
         settings = settings.append_element_content_handler((

@@ -14,6 +14,7 @@ pub(crate) mod front_matter;
 pub(crate) mod hints;
 pub(crate) mod html;
 pub(crate) mod report;
+pub(crate) mod splice;
 pub(crate) mod tag;
 pub(crate) mod utf16;
 pub(crate) mod wrappers;
@@ -101,13 +102,13 @@ pub struct Summary {
 /// produced leaves with it (a page whose origin pauses after its `<head>` still gets its head
 /// out at once).
 struct Pending {
-    shared: Arc<Mutex<Vec<u8>>>,
+    shared: Arc<Mutex<splice::Output>>,
 }
 
 impl OutputSink for Pending {
     fn handle_chunk(&mut self, chunk: &[u8]) {
         if !chunk.is_empty() {
-            lock(&self.shared).extend_from_slice(chunk);
+            lock(&self.shared).push(chunk);
         }
     }
 }
@@ -167,7 +168,7 @@ pub struct Rewriter<S: FnMut(&[u8])> {
     /// The input lol_html is working on, for the handlers.
     window: Arc<Mutex<InputWindow>>,
     /// What lol_html has handed over and the caller's sink has not seen yet.
-    pending: Arc<Mutex<Vec<u8>>>,
+    pending: Arc<Mutex<splice::Output>>,
     passthrough: Option<Passthrough>,
     encoding: &'static Encoding,
     /// Whether handlers may read tags from the window (off only to test the other path).
@@ -338,10 +339,12 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
     ) {
         if self.use_window && encoding == AsciiCompatibleEncoding::utf_8() {
             lock(&self.window).enable();
+            lock(&self.pending).enable();
         }
         let settings = html::settings(
             self.state.clone(),
             self.window.clone(),
+            self.pending.clone(),
             encoding,
             adjust_on_meta,
             self.max_memory(),
@@ -399,9 +402,9 @@ impl<S: FnMut(&[u8])> Rewriter<S> {
         {
             let shared = self.pending.clone();
             let mut pending = lock(&shared);
-            if !pending.is_empty() {
-                self.out.emit(&pending);
-                pending.clear();
+            if !pending.bytes.is_empty() {
+                self.out.emit(&pending.bytes);
+                pending.bytes.clear();
             }
         }
         if let Err(e) = result {
@@ -512,13 +515,23 @@ mod tests {
             "<p>{}</p><meta charset=\"gbk\"><img alt=\"\u{e9}\" src=\"{w}\" data-size=\"8,8\">",
             "x".repeat(1100)
         );
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/articles");
-        let mut docs = vec![tricky.into_bytes(), late_gbk.into_bytes()];
-        for sub in ["posts", "pages"] {
-            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+        // A tag whose bytes are not UTF-8 is edited through lol_html; the tags before it were
+        // spliced into lol_html's output, those after it are not.
+        let mut not_utf8 = format!("<img src=\"{w}\" data-size=\"8,8\"><img alt=\"").into_bytes();
+        not_utf8.extend_from_slice(b"\xff\xfe");
+        not_utf8.extend_from_slice(
+            format!("\" src=\"{w}\"><p>t</p><img src=\"{w}\" data-size=\"16,16\">").as_bytes(),
+        );
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let mut docs = vec![tricky.into_bytes(), late_gbk.into_bytes(), not_utf8];
+        for sub in ["articles/posts", "articles/pages", "conformance"] {
+            for entry in std::fs::read_dir(data.join(sub)).unwrap() {
                 docs.push(std::fs::read(entry.unwrap().path()).unwrap());
             }
         }
+        let (out, _) = both_paths(&docs[2]);
+        let proxied = memchr::memmem::find_iter(&out, b"src=\"/img/").count();
+        assert_eq!(proxied, 3, "{}", String::from_utf8_lossy(&out));
         for doc in &docs {
             let (window, lol) = both_paths(doc);
             assert_eq!(

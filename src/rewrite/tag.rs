@@ -14,6 +14,8 @@ use std::ops::Range;
 use lol_html::html_content::{Attribute, ContentType, SourceLocation};
 use lol_html::send::Element;
 
+use super::splice::Output;
+
 /// Longest stretch kept for a tag that may still be open at the end of a chunk; a longer
 /// tag (a huge `data:` URL) takes the lol_html path.
 const WINDOW_CAP: usize = 64 * 1024;
@@ -191,18 +193,28 @@ impl Edits {
         }
     }
 
-    /// Puts the edits into the output: one replacement of the raw tag when `tag` has its
-    /// bytes, else through lol_html.
-    pub(crate) fn apply(&mut self, el: &mut Element<'_, '_>, tag: &Tag<'_>) {
+    /// Puts the edits into the output: spliced in for the raw tag when `tag` has its bytes and
+    /// `output` still lines up with the input, else as one replacement of the raw tag, else
+    /// through lol_html.
+    pub(crate) fn apply(&mut self, el: &mut Element<'_, '_>, tag: &Tag<'_>, output: &mut Output) {
         if self.applied == self.list.len() {
             return;
         }
-        if let Some(raw) = tag.raw {
-            if self.write_tag(el, raw).is_some() {
-                el.start_tag().replace(&self.out, ContentType::Html);
-                self.applied = self.list.len();
-                return;
-            }
+        let written = tag.raw.is_some_and(|raw| self.write_tag(el, raw).is_some());
+        if written && output.splicing() {
+            output.splice(el.source_location().bytes(), &self.out);
+            self.applied = self.list.len();
+            return;
+        }
+        if written {
+            el.start_tag().replace(&self.out, ContentType::Html);
+            self.applied = self.list.len();
+            return;
+        }
+        if output.splicing() {
+            // lol_html writes this tag: every edit of it goes to lol_html.
+            output.stop(Tag::start(el));
+            self.applied = 0;
         }
         for (name, range) in &self.list[self.applied..] {
             // The names are fixed and valid.
@@ -312,16 +324,31 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// How a test document's tags are edited.
+    #[derive(Clone, Copy, Debug)]
+    enum Path {
+        /// Spliced into lol_html's untouched output.
+        Splice,
+        /// One replacement of the raw tag through lol_html.
+        Replace,
+        /// Attribute by attribute through lol_html.
+        Attributes,
+    }
+
     /// Two handlers of one element edit it in turn: `class` set by both (the second wins) and
-    /// `id` set by the first only, through the window and through lol_html alike.
-    fn rewrite(input: &str, use_window: bool) -> String {
+    /// `id` set by the first only, along `path`.
+    fn rewrite(input: &str, path: Path) -> String {
         let window = Arc::new(Mutex::new(InputWindow::default()));
-        if use_window {
+        let output = Arc::new(Mutex::new(Output::default()));
+        if !matches!(path, Path::Attributes) {
             window.lock().unwrap().enable();
+        }
+        if matches!(path, Path::Splice) {
+            output.lock().unwrap().enable();
         }
         let edits = Arc::new(Mutex::new(Edits::default()));
         let handler = |values: &'static [(&'static str, &'static str)]| {
-            let (window, edits) = (window.clone(), edits.clone());
+            let (window, edits, output) = (window.clone(), edits.clone(), output.clone());
             lol_html::element!("p", move |el| {
                 let window = window.lock().unwrap();
                 let tag = Tag::new(el, &window);
@@ -330,20 +357,22 @@ mod tests {
                 for (name, value) in values {
                     edits.set(name, value);
                 }
-                edits.apply(el, &tag);
+                edits.apply(el, &tag, &mut output.lock().unwrap());
                 Ok(())
             })
         };
         let settings = lol_html::send::Settings::new_send()
             .append_element_content_handler(handler(&[("class", "first"), ("id", "one")]))
             .append_element_content_handler(handler(&[("class", "second")]));
-        let mut out = Vec::new();
-        let mut rw =
-            lol_html::send::HtmlRewriter::new(settings, |c: &[u8]| out.extend_from_slice(c));
+        let sink = output.clone();
+        let mut rw = lol_html::send::HtmlRewriter::new(settings, move |c: &[u8]| {
+            sink.lock().unwrap().push(c)
+        });
         window.lock().unwrap().push(input.as_bytes());
         rw.write(input.as_bytes()).unwrap();
         rw.end().unwrap();
-        String::from_utf8(out).unwrap()
+        let bytes = std::mem::take(&mut output.lock().unwrap().bytes);
+        String::from_utf8(bytes).unwrap()
     }
 
     #[test]
@@ -351,7 +380,8 @@ mod tests {
         let input = "<p CLASS='x' title=t>a</p><p>b</p>";
         let want =
             "<p CLASS=\"second\" title=t id=\"one\">a</p><p class=\"second\" id=\"one\">b</p>";
-        assert_eq!(rewrite(input, true), want);
-        assert_eq!(rewrite(input, false), want);
+        for path in [Path::Splice, Path::Replace, Path::Attributes] {
+            assert_eq!(rewrite(input, path), want, "{path:?}");
+        }
     }
 }
