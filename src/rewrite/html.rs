@@ -25,6 +25,11 @@ fn place(el: &Element<'_, '_>, attr: &str) -> String {
 }
 
 /// lol_html settings wired to `state`; `window` holds the input lol_html is working on.
+///
+/// Only element handlers that edit start tags through [`Edits`](super::tag::Edits): edited tags
+/// are spliced into `output` by input offset, which holds only while lol_html changes nothing
+/// else. A handler that removes, inserts or rewrites text would have to end splicing first
+/// (`Output::stop`).
 pub(crate) fn settings(
     state: Arc<Mutex<DocState>>,
     window: Arc<Mutex<InputWindow>>,

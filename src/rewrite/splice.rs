@@ -43,6 +43,10 @@ impl Output {
     /// Writes `text` instead of the input bytes `input` (a start tag not yet handed over);
     /// splicing the same tag again replaces its text.
     pub(crate) fn splice(&mut self, input: Range<usize>, text: &str) {
+        debug_assert!(
+            input.start >= self.offset,
+            "a splice for bytes already handed over"
+        );
         let from = self.texts.len();
         self.texts.push_str(text);
         let text = from..self.texts.len();
@@ -72,6 +76,14 @@ impl Output {
             let Some(splice) = self.splices.front_mut() else {
                 break;
             };
+            if !splice.written && splice.input.start < self.offset {
+                // Its tag went out before the splice was made: nothing lines up any more, so
+                // the rest passes as lol_html writes it (the tag unedited, never cut).
+                self.splices.clear();
+                self.texts.clear();
+                self.stop = Some(self.offset);
+                break;
+            }
             let end = self.offset + chunk.len();
             if splice.input.start >= end {
                 break;
@@ -121,6 +133,21 @@ mod tests {
             }
             assert_eq!(String::from_utf8(out.bytes).unwrap(), want, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_splice_made_too_late_leaves_the_output_as_lol_html_wrote_it() {
+        let mut out = Output::default();
+        out.enable();
+        out.push(b"ab<im");
+        out.splices.push_back(Splice {
+            input: 2..7,
+            text: 0..0,
+            written: false,
+        });
+        out.push(b"g>cd");
+        assert!(!out.splicing());
+        assert_eq!(String::from_utf8(out.bytes).unwrap(), "ab<img>cd");
     }
 
     #[test]
