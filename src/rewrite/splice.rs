@@ -18,8 +18,8 @@ pub(crate) struct Output {
     texts: String,
     /// Stream offset of the next byte lol_html hands over.
     offset: usize,
-    /// Where output stops lining up with input, once a tag was edited through lol_html.
-    stop: Option<usize>,
+    /// Output stopped lining up with input (a tag was edited through lol_html).
+    stopped: bool,
     enabled: bool,
 }
 
@@ -37,7 +37,7 @@ impl Output {
     }
 
     pub(crate) fn splicing(&self) -> bool {
-        self.enabled && self.stop.is_none()
+        self.enabled && !self.stopped
     }
 
     /// Writes `text` instead of the input bytes `input` (a start tag not yet handed over);
@@ -67,7 +67,7 @@ impl Output {
         if self.splices.back().is_some_and(|s| s.input.start >= at) {
             self.splices.pop_back();
         }
-        self.stop = Some(at);
+        self.stopped = true;
     }
 
     /// Takes a chunk of lol_html's output.
@@ -81,7 +81,7 @@ impl Output {
                 // the rest passes as lol_html writes it (the tag unedited, never cut).
                 self.splices.clear();
                 self.texts.clear();
-                self.stop = Some(self.offset);
+                self.stopped = true;
                 break;
             }
             let end = self.offset + chunk.len();
