@@ -68,17 +68,6 @@ async fn load_in_chromium(base: &str, (width, height): (u32, u32), upstream: &Or
     serde_json::from_str(&report).unwrap_or_else(|e| panic!("report {report:?}: {e}"))
 }
 
-/// The width a proxied URL asks for (`/img/SIG/640x422/…` or `/img/SIG/640x0/…`).
-fn sent_width(src: &str) -> u32 {
-    let size = src
-        .split("/img/")
-        .nth(1)
-        .and_then(|rest| rest.split('/').nth(1));
-    size.and_then(|s| s.split('x').next())
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no size in {src}"))
-}
-
 fn cls(report: &Value) -> f64 {
     report["cls"].as_f64().expect("cls is a number")
 }
@@ -128,7 +117,13 @@ async fn proxied_article_reserves_every_picture_box() {
             );
             // A candidate of the box's order, not the 1,280-px target: `sizes` says 100vw on a
             // phone, a little more than the column, so the next candidate up may be chosen.
-            let sent = sent_width(src);
+            let (_, path) = src.split_once("/img/").unwrap_or_default();
+            let sent = server
+                .signer
+                .verify_path(path)
+                .unwrap_or_else(|e| panic!("{src} does not verify: {e}"))
+                .options
+                .width;
             let shown = image["shown"].as_f64().unwrap_or(0.0);
             assert!(
                 sent as f64 <= (shown * 2.5).max(320.0),
