@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 mod fetch;
 mod hosts;
+mod log_line;
 mod log_writer;
 pub mod pipeline;
 pub mod probe;

@@ -1,11 +1,11 @@
 //! `imgrelay serve`: logging, key ring, listener, signals.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{LogSettings, Settings};
+use crate::log_line::LineFormat;
 use crate::log_writer::{LogDrops, LogGuard, LogWriter};
 use crate::server::connections::{connection_budget, ConnLimits};
 use crate::server::{self, AppState, Listeners};
@@ -63,12 +63,11 @@ pub(crate) fn init_logging(
     let drops = writer.drops();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     let _ = if log.json {
         builder.json().try_init()
     } else {
-        builder.try_init()
+        builder.event_format(LineFormat).try_init()
     };
     Ok((guard, drops))
 }

@@ -170,7 +170,10 @@ async fn read_more(io: &mut WatchedIo, conn: &Conn, buf: &mut BytesMut) -> bool 
         }
         // Reuses the buffer's space once what it held has been answered.
         buf.reserve(READ_CHUNK);
+        // Biased: the read usually completes at once, and an order's waiter is then never
+        // registered (nor removed) under the notifier's lock.
         tokio::select! {
+            biased;
             read = io.read_buf(buf) => return matches!(read, Ok(n) if n > 0),
             () = conn.wake.notified() => {}
         }
@@ -199,6 +202,7 @@ async fn watching(
             buf.reserve(READ_CHUNK);
         }
         tokio::select! {
+            biased;
             response = route.as_mut() => return Some(response),
             read = io.read_buf(buf), if room => {
                 if !matches!(read, Ok(n) if n > 0) {
@@ -491,7 +495,10 @@ async fn until_killed<F: Future>(conn: &Conn, work: F) -> io::Result<F::Output> 
         if conn.order.load(Ordering::Acquire) >= ORDER_KILL {
             return Err(io::Error::other("connection ordered closed"));
         }
+        // Biased for the same reason as `read_more`: a write that completes at once never waits
+        // on the notifier.
         tokio::select! {
+            biased;
             out = work.as_mut() => return Ok(out),
             () = conn.wake.notified() => {}
         }
