@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::{LogSettings, Settings};
 use crate::log_line::LineFormat;
 use crate::log_writer::{LogDrops, LogGuard, LogWriter};
-use crate::server::connections::{connection_budget, ConnLimits};
+use crate::server::connections::{burst, connection_budget, ConnLimits};
 use crate::server::{self, AppState, Listeners};
 use crate::signing::KeyRing;
 use tracing_subscriber::EnvFilter;
@@ -27,9 +27,12 @@ pub fn run(settings: Settings) -> ExitCode {
     // Transforms run on the blocking pool (at most `workers` at once) beside the DNS look-ups.
     // Every thread keeps its own allocator heap, so a small fixed set of long-lived threads, not
     // tokio's default of up to 512 short-lived ones, keeps memory beyond the caches bounded.
+    let burst_limit = settings.serve.worker_burst;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(settings.serve.image.workers + 8)
         .thread_keep_alive(Duration::from_secs(300))
+        .on_thread_start(move || burst::thread_started(burst_limit))
+        .on_thread_park(burst::thread_parked)
         .enable_all()
         .build()
     {

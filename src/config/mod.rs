@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Seconds between HTTP/2 keep-alive pings; a ping unanswered as long closes the connection.
     pub http2_ping_interval_s: u64,
+    /// Microseconds a worker thread serves without sleeping before it offers its core to other
+    /// threads at the end of a request (0: never).
+    pub worker_burst_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             send_timeout_s: 30,
             max_connections: 4096,
             http2_ping_interval_s: 30,
+            worker_burst_us: 200,
         }
     }
 }

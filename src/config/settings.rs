@@ -181,6 +181,8 @@ impl Settings {
                     admin_token: admin_token?,
                     route_prefix: route_prefix?,
                     connections: connections?,
+                    worker_burst: (c.server.worker_burst_us > 0)
+                        .then(|| Duration::from_micros(c.server.worker_burst_us)),
                     body_pace: BodyPace {
                         idle: body_idle?,
                         min_rate: c.server.client_body_min_rate,

@@ -118,6 +118,9 @@ pub struct ServeSettings {
     pub route_prefix: String,
     /// The public listener's bounds, before they are fitted to the open-file limit.
     pub connections: ConnLimits,
+    /// How long a worker thread serves without sleeping before it offers its core to other
+    /// threads; `None`: never.
+    pub worker_burst: Option<Duration>,
     pub body_pace: BodyPace,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: Duration,

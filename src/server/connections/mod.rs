@@ -14,6 +14,9 @@
 //!   hyper's HTTP/1 header timer, set to the same value, also bounds a later slow head);
 //! - a response write stayed blocked longer than `send_timeout` (a client that does not read).
 //!
+//! A worker thread that has served for longer than its burst without sleeping offers its core
+//! to other threads at the end of a request (`burst`).
+//!
 //! When the cap is reached, the accept loop closes the longest-idle connection and waits for a
 //! slot, as nginx reuses its keep-alive connections; with every connection busy, new clients
 //! wait in the kernel's backlog.
@@ -40,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+pub(crate) mod burst;
 mod front;
 
 use super::body::{Body, Holding};
@@ -192,6 +196,7 @@ impl Drop for InFlight {
             .last_done
             .store(self.0.clock.now(), Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        burst::request_done();
     }
 }
 
