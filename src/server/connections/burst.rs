@@ -53,7 +53,8 @@ pub(crate) fn thread_started(limit: Option<Duration>) {
     BURST.set(Burst { limit, since: None });
 }
 
-/// For the runtime's `on_thread_park`: a thread that sleeps has given its core away.
+/// For the runtime's `on_thread_park`: the thread ran out of work and is about to sleep, which
+/// gives its core away.
 pub(crate) fn thread_parked() {
     BURST.set(Burst {
         since: None,
